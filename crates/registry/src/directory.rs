@@ -1,0 +1,385 @@
+//! The directory mirrored from Clerk: organizations (as `tenant_registry`
+//! rows), users and memberships.
+//!
+//! Clerk delivers events at least once and in any order, so every write here
+//! is guarded by a watermark: the source's own `updated_at`. A change is
+//! applied only when it is newer than what is stored, and a deletion is final
+//! (Clerk never reuses ids): it leaves a tombstone that later creates and
+//! updates cannot bring back. Every function takes a transaction so that the
+//! caller (the webhook inbox) records the event and its effect atomically.
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Transaction;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::ids::{ClerkMembershipId, ClerkOrgId, ClerkUserId, TenantId};
+use crate::status::{DesiredState, TenantStatus};
+use crate::RegistryError;
+
+/// What a directory write did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The stored state changed.
+    Applied,
+    /// Nothing changed: the stored state is as new or newer, or deleted.
+    Stale,
+}
+
+impl Change {
+    fn from_rows(n: u64) -> Self {
+        if n > 0 {
+            Change::Applied
+        } else {
+            Change::Stale
+        }
+    }
+}
+
+/// An organization as Clerk last described it.
+#[derive(Debug, Clone)]
+pub struct Organization {
+    pub id: ClerkOrgId,
+    pub name: String,
+    pub slug: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A user as Clerk last described it.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: ClerkUserId,
+    pub primary_email: Option<String>,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub username: Option<String>,
+    pub image_url: Option<String>,
+    pub external_id: Option<String>,
+    pub public_metadata: Value,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A membership of a user in an organization.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub id: ClerkMembershipId,
+    pub org_id: ClerkOrgId,
+    pub user_id: ClerkUserId,
+    pub role: String,
+    pub permissions: Vec<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Records a transition in the append-only `tenant_events` audit.
+pub async fn record_tenant_event(
+    tx: &Transaction<'_>,
+    tenant: TenantId,
+    actor: &str,
+    kind: &str,
+    from: Option<(TenantStatus, DesiredState)>,
+    to: (TenantStatus, DesiredState),
+    detail: Value,
+) -> Result<(), RegistryError> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO tenant_events
+                 (tenant_id, actor, kind, from_status, from_desired, to_status, to_desired, detail)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
+        &[
+            &tenant.as_uuid(),
+            &actor,
+            &kind,
+            &from.map(|(s, _)| s.as_str()),
+            &from.map(|(_, d)| d.as_str()),
+            &to.0.as_str(),
+            &to.1.as_str(),
+            &detail,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// The row of an organization, locked for the rest of the transaction.
+struct Locked {
+    source_updated_at: DateTime<Utc>,
+    desired: DesiredState,
+    status: TenantStatus,
+    id: TenantId,
+}
+
+async fn lock_organization(
+    tx: &Transaction<'_>,
+    org: &ClerkOrgId,
+) -> Result<Option<Locked>, RegistryError> {
+    let stmt = tx
+        .prepare_cached(
+            "SELECT id, source_updated_at, desired_state, status
+               FROM tenant_registry WHERE clerk_org_id = $1 FOR UPDATE",
+        )
+        .await?;
+    let row = tx.query_opt(&stmt, &[&org.as_str()]).await?;
+    Ok(row.map(|r| Locked {
+        id: TenantId::from(r.get::<_, Uuid>(0)),
+        source_updated_at: r.get(1),
+        // The CHECK constraints guarantee these parse.
+        desired: r.get::<_, &str>(2).parse().unwrap_or(DesiredState::Deleted),
+        status: r.get::<_, &str>(3).parse().unwrap_or(TenantStatus::Failed),
+    }))
+}
+
+/// Creates the tenant of a new organization (pending, desired active) or
+/// updates its name and slug, unless the stored state is newer or deleted.
+pub async fn upsert_organization(
+    tx: &Transaction<'_>,
+    org: &Organization,
+    actor: &str,
+) -> Result<Change, RegistryError> {
+    let existing = lock_organization(tx, &org.id).await?;
+    if let Some(row) = &existing {
+        if row.desired == DesiredState::Deleted || row.source_updated_at >= org.updated_at {
+            return Ok(Change::Stale);
+        }
+    }
+
+    // Slugs are unique in Clerk at any moment, but a rename and a reuse can
+    // arrive out of order: the newest claim to a slug wins, and the previous
+    // holder's (display-only) slug is cleared until its own update arrives.
+    if let Some(slug) = &org.slug {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE tenant_registry SET slug = NULL, updated_at = now()
+                  WHERE slug = $1 AND clerk_org_id <> $2",
+            )
+            .await?;
+        tx.execute(&stmt, &[slug, &org.id.as_str()]).await?;
+    }
+
+    if existing.is_some() {
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE tenant_registry
+                    SET name = $2, slug = $3, source_updated_at = $4, updated_at = now()
+                  WHERE clerk_org_id = $1",
+            )
+            .await?;
+        tx.execute(
+            &stmt,
+            &[&org.id.as_str(), &org.name, &org.slug, &org.updated_at],
+        )
+        .await?;
+        return Ok(Change::Applied);
+    }
+
+    // A concurrent transaction may insert the same organization between the
+    // lock above (which found no row) and here; ON CONFLICT re-checks the
+    // watermark against the row it committed.
+    let id = TenantId::new();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO tenant_registry
+                 (id, clerk_org_id, name, slug, status, desired_state, source_updated_at)
+             VALUES ($1, $2, $3, $4, 'pending', 'active', $5)
+             ON CONFLICT (clerk_org_id) DO UPDATE
+                SET name = EXCLUDED.name, slug = EXCLUDED.slug,
+                    source_updated_at = EXCLUDED.source_updated_at, updated_at = now()
+              WHERE tenant_registry.desired_state <> 'deleted'
+                AND tenant_registry.source_updated_at < EXCLUDED.source_updated_at
+             RETURNING id, (xmax = 0) AS inserted",
+        )
+        .await?;
+    let row = tx
+        .query_opt(
+            &stmt,
+            &[
+                &id.as_uuid(),
+                &org.id.as_str(),
+                &org.name,
+                &org.slug,
+                &org.updated_at,
+            ],
+        )
+        .await?;
+    match row {
+        None => Ok(Change::Stale),
+        Some(row) => {
+            if row.get::<_, bool>(1) {
+                record_tenant_event(
+                    tx,
+                    id,
+                    actor,
+                    "registered",
+                    None,
+                    (TenantStatus::Pending, DesiredState::Active),
+                    json!({ "clerk_org_id": org.id }),
+                )
+                .await?;
+            }
+            Ok(Change::Applied)
+        }
+    }
+}
+
+/// Marks an organization's tenant for deletion (the reconciler retires its
+/// database). An organization never seen before gets a tombstone, so that a
+/// `created` delivered after the `deleted` cannot provision it.
+pub async fn delete_organization(
+    tx: &Transaction<'_>,
+    org: &ClerkOrgId,
+    at: DateTime<Utc>,
+    actor: &str,
+) -> Result<Change, RegistryError> {
+    if let Some(row) = lock_organization(tx, org).await? {
+        if row.desired == DesiredState::Deleted {
+            return Ok(Change::Stale);
+        }
+        let stmt = tx
+            .prepare_cached(
+                "UPDATE tenant_registry
+                    SET desired_state = 'deleted', next_attempt_at = now(),
+                        source_updated_at = GREATEST(source_updated_at, $2), updated_at = now()
+                  WHERE clerk_org_id = $1",
+            )
+            .await?;
+        tx.execute(&stmt, &[&org.as_str(), &at]).await?;
+        record_tenant_event(
+            tx,
+            row.id,
+            actor,
+            "deletion_requested",
+            Some((row.status, row.desired)),
+            (row.status, DesiredState::Deleted),
+            json!({ "clerk_org_id": org }),
+        )
+        .await?;
+        return Ok(Change::Applied);
+    }
+
+    let id = TenantId::new();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO tenant_registry
+                 (id, clerk_org_id, status, desired_state, source_updated_at, deleted_at)
+             VALUES ($1, $2, 'deleted', 'deleted', $3, now())
+             ON CONFLICT (clerk_org_id) DO NOTHING",
+        )
+        .await?;
+    let inserted = tx
+        .execute(&stmt, &[&id.as_uuid(), &org.as_str(), &at])
+        .await?;
+    if inserted == 0 {
+        // A concurrent `created` won the race: mark that row instead.
+        return Box::pin(delete_organization(tx, org, at, actor)).await;
+    }
+    record_tenant_event(
+        tx,
+        id,
+        actor,
+        "tombstoned",
+        None,
+        (TenantStatus::Deleted, DesiredState::Deleted),
+        json!({ "clerk_org_id": org, "reason": "deleted before it was known" }),
+    )
+    .await?;
+    Ok(Change::Applied)
+}
+
+/// Creates or updates a user unless the stored state is newer or deleted.
+pub async fn upsert_user(tx: &Transaction<'_>, user: &User) -> Result<Change, RegistryError> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO users
+                 (clerk_user_id, primary_email, first_name, last_name, username, image_url,
+                  external_id, public_metadata, source_updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (clerk_user_id) DO UPDATE
+                SET primary_email = EXCLUDED.primary_email, first_name = EXCLUDED.first_name,
+                    last_name = EXCLUDED.last_name, username = EXCLUDED.username,
+                    image_url = EXCLUDED.image_url, external_id = EXCLUDED.external_id,
+                    public_metadata = EXCLUDED.public_metadata,
+                    source_updated_at = EXCLUDED.source_updated_at, updated_at = now()
+              WHERE users.deleted_at IS NULL
+                AND users.source_updated_at < EXCLUDED.source_updated_at",
+        )
+        .await?;
+    let n = tx
+        .execute(
+            &stmt,
+            &[
+                &user.id.as_str(),
+                &user.primary_email,
+                &user.first_name,
+                &user.last_name,
+                &user.username,
+                &user.image_url,
+                &user.external_id,
+                &user.public_metadata,
+                &user.updated_at,
+            ],
+        )
+        .await?;
+    Ok(Change::from_rows(n))
+}
+
+/// Soft-deletes a user, leaving a tombstone if it was never seen.
+pub async fn delete_user(
+    tx: &Transaction<'_>,
+    user: &ClerkUserId,
+    at: DateTime<Utc>,
+) -> Result<Change, RegistryError> {
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO users (clerk_user_id, source_updated_at, deleted_at)
+             VALUES ($1, $2, now())
+             ON CONFLICT (clerk_user_id) DO UPDATE
+                SET deleted_at = now(), updated_at = now(),
+                    source_updated_at = GREATEST(users.source_updated_at, EXCLUDED.source_updated_at)
+              WHERE users.deleted_at IS NULL",
+        )
+        .await?;
+    let n = tx.execute(&stmt, &[&user.as_str(), &at]).await?;
+    Ok(Change::from_rows(n))
+}
+
+/// Creates or updates a membership; with `deleted`, soft-deletes it (final).
+pub async fn upsert_membership(
+    tx: &Transaction<'_>,
+    m: &Membership,
+    deleted: bool,
+) -> Result<Change, RegistryError> {
+    // A deletion is final whatever its timestamp; an update must be newer.
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO organization_memberships
+                 (clerk_membership_id, clerk_org_id, clerk_user_id, role, permissions,
+                  source_updated_at, deleted_at)
+             VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN now() END)
+             ON CONFLICT (clerk_membership_id) DO UPDATE
+                SET role = EXCLUDED.role, permissions = EXCLUDED.permissions,
+                    source_updated_at = GREATEST(organization_memberships.source_updated_at,
+                                                 EXCLUDED.source_updated_at),
+                    deleted_at = EXCLUDED.deleted_at, updated_at = now()
+              WHERE organization_memberships.deleted_at IS NULL
+                AND ($7 OR organization_memberships.source_updated_at < EXCLUDED.source_updated_at)",
+        )
+        .await?;
+    let n = tx
+        .execute(
+            &stmt,
+            &[
+                &m.id.as_str(),
+                &m.org_id.as_str(),
+                &m.user_id.as_str(),
+                &m.role,
+                &m.permissions,
+                &m.updated_at,
+                &deleted,
+            ],
+        )
+        .await?;
+    Ok(Change::from_rows(n))
+}

@@ -1,0 +1,70 @@
+//! Connection pools to the control-plane database.
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+/// How a pool behaves when the database is slow or gone. Short timeouts are
+/// deliberate: a webhook that cannot be stored must fail fast (503) so Svix
+/// retries, rather than hold the request open.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    pub max_size: usize,
+    pub connect_timeout: Duration,
+    pub wait_timeout: Duration,
+}
+
+impl Default for PoolOptions {
+    fn default() -> Self {
+        Self {
+            max_size: 16,
+            connect_timeout: Duration::from_secs(3),
+            wait_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PoolSetupError {
+    #[error("invalid database URL: {0}")]
+    Url(tokio_postgres::Error),
+    #[error("could not build the connection pool: {0}")]
+    Build(#[from] deadpool_postgres::BuildError),
+}
+
+/// Parses a `postgres://` URL. The error never repeats the URL: it may hold a
+/// password.
+pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, PoolSetupError> {
+    url.parse::<tokio_postgres::Config>()
+        .map_err(PoolSetupError::Url)
+}
+
+/// Builds a lazily-connecting pool: no connection is made until first use, so
+/// a server can start (and answer 503) while its database is down.
+pub fn build_pool(
+    mut config: tokio_postgres::Config,
+    options: &PoolOptions,
+) -> Result<Pool, PoolSetupError> {
+    config.connect_timeout(options.connect_timeout);
+    if config.get_application_name().is_none() {
+        config.application_name("tenant-plane");
+    }
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            // Verify a recycled connection with a round trip: after the
+            // database restarts, stale connections are dropped instead of
+            // failing the next request.
+            recycling_method: RecyclingMethod::Verified,
+        },
+    );
+    Ok(Pool::builder(manager)
+        .max_size(options.max_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(options.wait_timeout))
+        .create_timeout(Some(options.connect_timeout))
+        .recycle_timeout(Some(options.connect_timeout))
+        .build()?)
+}
