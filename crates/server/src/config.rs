@@ -1,0 +1,301 @@
+//! Layered configuration: built-in defaults (config/default.toml, which
+//! documents every key) -> an optional TOML file -> `TENANT_PLANE__A__B`
+//! environment variables. Validated after loading; errors name the key.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use registry::pool::{self, PoolOptions};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use webhooks::WebhookVerifier;
+
+const DEFAULTS: &str = include_str!("../../../config/default.toml");
+pub const ENV_PREFIX: &str = "TENANT_PLANE";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("could not load configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("invalid `{key}`: {reason}")]
+    Invalid { key: &'static str, reason: String },
+    #[error("`{key}` is required (set {env} or put it in the config file)")]
+    Missing {
+        key: &'static str,
+        env: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub http: HttpSettings,
+    pub clerk: ClerkSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: Option<SecretString>,
+    pub max_connections: usize,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub bind: String,
+    pub body_limit: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClerkSettings {
+    pub webhook_secret: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+impl Settings {
+    /// Loads defaults, then `file` if given, then the environment.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment passed in (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut builder = config::Config::builder()
+            .add_source(config::File::from_str(DEFAULTS, config::FileFormat::Toml));
+        if let Some(path) = file {
+            builder = builder.add_source(config::File::from(path).required(true));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(env)),
+        );
+        let settings: Settings = builder.build()?.try_deserialize()?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if let Some(url) = &self.database.url {
+            pool::parse_url(url.expose_secret()).map_err(|e| ConfigError::Invalid {
+                key: "database.url",
+                reason: e.to_string(),
+            })?;
+        }
+        self.http_addr()?;
+        if self.http.body_limit == 0 {
+            return Err(invalid("http.body_limit", "must be greater than 0"));
+        }
+        if self.database.max_connections == 0 {
+            return Err(invalid(
+                "database.max_connections",
+                "must be greater than 0",
+            ));
+        }
+        if let Some(secret) = &self.clerk.webhook_secret {
+            WebhookVerifier::new(secret.expose_secret()).map_err(|e| ConfigError::Invalid {
+                key: "clerk.webhook_secret",
+                reason: e.to_string(),
+            })?;
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level)
+            .map_err(|e| invalid("log.level", &e.to_string()))?;
+        Ok(())
+    }
+
+    pub fn http_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.http
+            .bind
+            .parse()
+            .map_err(|e: std::net::AddrParseError| invalid("http.bind", &e.to_string()))
+    }
+
+    /// The control-plane database URL, required by every command that talks
+    /// to the database.
+    pub fn database_url(&self) -> Result<&str, ConfigError> {
+        self.database
+            .url
+            .as_ref()
+            .map(|u| u.expose_secret())
+            .ok_or(ConfigError::Missing {
+                key: "database.url",
+                env: "TENANT_PLANE__DATABASE__URL",
+            })
+    }
+
+    pub fn pool_options(&self) -> PoolOptions {
+        PoolOptions {
+            max_size: self.database.max_connections,
+            connect_timeout: self.database.connect_timeout,
+            wait_timeout: self.database.connect_timeout,
+        }
+    }
+
+    pub fn webhook_verifier(&self) -> Result<WebhookVerifier, ConfigError> {
+        let secret = self
+            .clerk
+            .webhook_secret
+            .as_ref()
+            .ok_or(ConfigError::Missing {
+                key: "clerk.webhook_secret",
+                env: "TENANT_PLANE__CLERK__WEBHOOK_SECRET",
+            })?;
+        WebhookVerifier::new(secret.expose_secret()).map_err(|e| ConfigError::Invalid {
+            key: "clerk.webhook_secret",
+            reason: e.to_string(),
+        })
+    }
+}
+
+fn invalid(key: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Settings::load_from(
+            None,
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
+    }
+
+    #[test]
+    fn defaults_load_without_anything_set() {
+        let s = load(&[]).unwrap();
+        assert_eq!(s.http.bind, "127.0.0.1:8080");
+        assert_eq!(s.http.body_limit, 1024 * 1024);
+        assert_eq!(s.database.connect_timeout, Duration::from_secs(3));
+        assert_eq!(s.log.format, LogFormat::Pretty);
+        assert!(s.database_url().is_err());
+    }
+
+    #[test]
+    fn environment_overrides_with_double_underscores() {
+        let s = load(&[
+            ("TENANT_PLANE__HTTP__BIND", "0.0.0.0:9000"),
+            ("TENANT_PLANE__DATABASE__URL", "postgres://u:p@localhost/db"),
+            ("TENANT_PLANE__LOG__FORMAT", "json"),
+            ("TENANT_PLANE_UNRELATED", "x"),
+        ])
+        .unwrap();
+        assert_eq!(s.http.bind, "0.0.0.0:9000");
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(s.database_url().unwrap(), "postgres://u:p@localhost/db");
+    }
+
+    #[test]
+    fn a_file_sits_between_defaults_and_environment() {
+        let dir = std::env::temp_dir().join(format!("tp-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("config.toml");
+        std::fs::write(
+            &path,
+            "[http]\nbind = \"127.0.0.1:7000\"\nbody_limit = 10\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(
+            Some(&path),
+            [(
+                "TENANT_PLANE__HTTP__BODY_LIMIT".to_string(),
+                "20".to_string(),
+            )],
+        )
+        .unwrap();
+        assert_eq!(s.http.bind, "127.0.0.1:7000");
+        assert_eq!(s.http.body_limit, 20);
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn invalid_values_name_the_key() {
+        for (env, key) in [
+            (("TENANT_PLANE__HTTP__BIND", "not an address"), "http.bind"),
+            (
+                (
+                    "TENANT_PLANE__DATABASE__URL",
+                    "postgres://x:y@h:notaport/db",
+                ),
+                "database.url",
+            ),
+            (
+                ("TENANT_PLANE__CLERK__WEBHOOK_SECRET", "whsec_!!!"),
+                "clerk.webhook_secret",
+            ),
+            (("TENANT_PLANE__HTTP__BODY_LIMIT", "0"), "http.body_limit"),
+        ] {
+            let err = load(&[env]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
+        let err = load(&[("TENANT_PLANE__LOG__FORMAT", "xml")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("format"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = load(&[("TENANT_PLANE__HTTP__BIN", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("bin"), "{err}");
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_output_or_errors() {
+        let s = load(&[
+            (
+                "TENANT_PLANE__DATABASE__URL",
+                "postgres://u:hunter2pass@localhost/db",
+            ),
+            (
+                "TENANT_PLANE__CLERK__WEBHOOK_SECRET",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            ),
+        ])
+        .unwrap();
+        let printed = format!("{s:?}");
+        assert!(!printed.contains("hunter2pass"), "{printed}");
+        assert!(!printed.contains("MfKQ9r8"), "{printed}");
+        let err = load(&[(
+            "TENANT_PLANE__DATABASE__URL",
+            "postgres://u:hunter2pass@h:x/db",
+        )])
+        .unwrap_err()
+        .to_string();
+        assert!(!err.contains("hunter2pass"), "{err}");
+    }
+}

@@ -1,0 +1,79 @@
+//! The one place where errors become HTTP responses: JSON `{error, message}`
+//! with a stable machine-readable `error` code. Internal failures get an
+//! opaque message; the detail goes to the log, once, here.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use registry::RegistryError;
+use serde::Serialize;
+use webhooks::SignatureError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("invalid webhook signature: {0}")]
+    Signature(#[from] SignatureError),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("could not read the request body: {0}")]
+    BadBody(String),
+    #[error("the control-plane database is unavailable; retry later")]
+    Unavailable(#[source] RegistryError),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        if e.is_unavailable() {
+            ApiError::Unavailable(e)
+        } else {
+            ApiError::Internal(e.into())
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: &'a str,
+    pub message: String,
+}
+
+impl ApiError {
+    fn code(&self) -> &'static str {
+        match self {
+            ApiError::Signature(_) => "invalid_signature",
+            ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::BadBody(_) => "bad_request",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            ApiError::Unavailable(e) => tracing::warn!(error = %e, "answering 503"),
+            ApiError::Internal(e) => tracing::error!(error = ?e, "answering 500"),
+            other => tracing::info!(error = %other, "request refused"),
+        }
+        let mut response = HttpResponse::build(self.status_code());
+        if matches!(self, ApiError::Unavailable(_)) {
+            response.insert_header(("Retry-After", "5"));
+        }
+        response.json(ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+        })
+    }
+}

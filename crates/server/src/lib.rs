@@ -1,0 +1,11 @@
+//! The `tenant-plane` binary's library half: configuration, telemetry, the
+//! HTTP application and the CLI commands. `main.rs` only dispatches.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod routes;
+pub mod startup;
+pub mod telemetry;
