@@ -40,7 +40,7 @@ impl Outcome {
 
 /// A body classified before any database work.
 enum Classified {
-    Event(Envelope, ClerkEvent),
+    Event(Envelope, Box<ClerkEvent>),
     /// A type we do not act on.
     Ignored(Envelope),
     /// Signed, but not something we can act on: kept for replay after a fix.
@@ -90,7 +90,7 @@ fn classify(body: &str) -> (Option<Value>, Classified) {
         }
     };
     let classified = match ClerkEvent::from_envelope(&envelope) {
-        Ok(Some(event)) => Classified::Event(envelope, event),
+        Ok(Some(event)) => Classified::Event(envelope, Box::new(event)),
         Ok(None) => Classified::Ignored(envelope),
         Err(e) => Classified::Dead {
             error: format!(

@@ -1,0 +1,11 @@
+//! Integration tests of the HTTP application against a real PostgreSQL.
+//! One binary, one module per area; each test gets its own database.
+
+mod availability;
+mod cli;
+mod helpers;
+mod hostile;
+mod idempotency;
+mod intake;
+mod ordering;
+mod signature;

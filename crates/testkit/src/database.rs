@@ -1,0 +1,117 @@
+use tokio_postgres::{Client, Config, NoTls};
+
+/// The environment variables naming the admin URL, in order of preference.
+const URL_VARS: [&str; 2] = [
+    "TENANT_PLANE_TEST_DATABASE_URL",
+    "TENANT_PLANE__DATABASE__URL",
+];
+
+/// The admin URL of the test PostgreSQL. Panics with instructions when unset:
+/// integration tests need a real server, and scripts/test provides one.
+pub fn admin_url() -> String {
+    URL_VARS
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+        .unwrap_or_else(|| {
+            panic!(
+                "integration tests need PostgreSQL: run `scripts/test`, or export \
+                 TENANT_PLANE_TEST_DATABASE_URL=$(scripts/dev-db | tail -1)"
+            )
+        })
+}
+
+/// A fresh, migrated control-plane database named `tp_test_<uuid>`, dropped
+/// (with its connections) when the value is dropped. Leftovers of crashed
+/// runs are dropped by scripts/test.
+pub struct TestDatabase {
+    pub name: String,
+    admin: Config,
+}
+
+impl TestDatabase {
+    /// An empty database (no schema).
+    pub async fn empty() -> Self {
+        let admin: Config = admin_url().parse().expect("admin URL parses");
+        let name = format!("tp_test_{}", uuid::Uuid::new_v4().simple());
+        let (client, connection) = admin.connect(NoTls).await.expect("admin connection");
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .expect("create test database");
+        Self { name, admin }
+    }
+
+    /// A database with the control-plane schema applied.
+    pub async fn migrated() -> Self {
+        let db = Self::empty().await;
+        let mut client = connect_config(&db.config()).await;
+        registry::schema::migrate(&mut client)
+            .await
+            .expect("migrate test database");
+        db
+    }
+
+    /// Connection settings for this database (admin credentials).
+    pub fn config(&self) -> Config {
+        let mut config = self.admin.clone();
+        config.dbname(&self.name);
+        config
+    }
+
+    /// A `postgres://` URL for this database, for child processes.
+    pub fn url(&self) -> String {
+        let c = self.config();
+        let host = match c.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => "127.0.0.1".to_owned(),
+        };
+        let port = c.get_ports().first().copied().unwrap_or(5432);
+        let user = c.get_user().unwrap_or("postgres");
+        let password = c
+            .get_password()
+            .map(|p| format!(":{}", String::from_utf8_lossy(p)))
+            .unwrap_or_default();
+        format!("postgres://{user}{password}@{host}:{port}/{}", self.name)
+    }
+
+    /// A plain client on this database.
+    pub async fn client(&self) -> Client {
+        connect_config(&self.config()).await
+    }
+}
+
+async fn connect_config(config: &Config) -> Client {
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop runs outside async context; a short-lived runtime on its own
+        // thread does the async cleanup without blocking the test's runtime.
+        let name = self.name.clone();
+        let admin = self.admin.clone();
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                if let Ok((client, connection)) = admin.connect(NoTls).await {
+                    tokio::spawn(connection);
+                    let _ = client
+                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
