@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::ids::{ClerkMembershipId, ClerkOrgId, ClerkUserId, TenantId};
 use crate::status::{DesiredState, TenantStatus};
+use crate::tenants::{notify_changed, record_event};
 use crate::RegistryError;
 
 /// What a directory write did.
@@ -68,40 +69,6 @@ pub struct Membership {
     pub role: String,
     pub permissions: Vec<String>,
     pub updated_at: DateTime<Utc>,
-}
-
-/// Records a transition in the append-only `tenant_events` audit.
-pub async fn record_tenant_event(
-    tx: &Transaction<'_>,
-    tenant: TenantId,
-    actor: &str,
-    kind: &str,
-    from: Option<(TenantStatus, DesiredState)>,
-    to: (TenantStatus, DesiredState),
-    detail: Value,
-) -> Result<(), RegistryError> {
-    let stmt = tx
-        .prepare_cached(
-            "INSERT INTO tenant_events
-                 (tenant_id, actor, kind, from_status, from_desired, to_status, to_desired, detail)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .await?;
-    tx.execute(
-        &stmt,
-        &[
-            &tenant.as_uuid(),
-            &actor,
-            &kind,
-            &from.map(|(s, _)| s.as_str()),
-            &from.map(|(_, d)| d.as_str()),
-            &to.0.as_str(),
-            &to.1.as_str(),
-            &detail,
-        ],
-    )
-    .await?;
-    Ok(())
 }
 
 /// The row of an organization, locked for the rest of the transaction.
@@ -172,6 +139,9 @@ pub async fn upsert_organization(
             &[&org.id.as_str(), &org.name, &org.slug, &org.updated_at],
         )
         .await?;
+        if let Some(row) = existing {
+            notify_changed(tx, row.id).await?;
+        }
         return Ok(Change::Applied);
     }
 
@@ -208,7 +178,7 @@ pub async fn upsert_organization(
         None => Ok(Change::Stale),
         Some(row) => {
             if row.get::<_, bool>(1) {
-                record_tenant_event(
+                record_event(
                     tx,
                     id,
                     actor,
@@ -219,6 +189,7 @@ pub async fn upsert_organization(
                 )
                 .await?;
             }
+            notify_changed(tx, TenantId::from(row.get::<_, Uuid>(0))).await?;
             Ok(Change::Applied)
         }
     }
@@ -246,7 +217,7 @@ pub async fn delete_organization(
             )
             .await?;
         tx.execute(&stmt, &[&org.as_str(), &at]).await?;
-        record_tenant_event(
+        record_event(
             tx,
             row.id,
             actor,
@@ -256,6 +227,7 @@ pub async fn delete_organization(
             json!({ "clerk_org_id": org }),
         )
         .await?;
+        notify_changed(tx, row.id).await?;
         return Ok(Change::Applied);
     }
 
@@ -275,7 +247,7 @@ pub async fn delete_organization(
         // A concurrent `created` won the race: mark that row instead.
         return Box::pin(delete_organization(tx, org, at, actor)).await;
     }
-    record_tenant_event(
+    record_event(
         tx,
         id,
         actor,

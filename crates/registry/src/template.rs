@@ -1,0 +1,332 @@
+//! The tenant template: `templates/tenant/V{n}__name.sql`, applied with
+//! refinery to a template database (`<prefix>template`) on each host, from
+//! which every tenant database is cloned.
+//!
+//! Cloning needs the template to have no connections, so the template is kept
+//! `ALLOW_CONNECTIONS false` except while its own migrations run, and
+//! migrating and cloning exclude each other through an advisory lock in the
+//! control-plane database (exclusive to migrate, shared to clone).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use deadpool_postgres::{Pool, Transaction};
+use refinery::Migration;
+use tokio_postgres::Client;
+
+use crate::hosts::{DbHost, HostConnector, HostError};
+use crate::naming::{PgIdent, TenantPrefix};
+use crate::RegistryError;
+
+mod embedded {
+    refinery::embed_migrations!("../../templates/tenant");
+}
+
+/// The refinery history table inside the template and therefore inside every
+/// tenant database: each clone carries the template version it was made at.
+pub const HISTORY_TABLE: &str = "tenant_plane_template_history";
+
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("template database operation on host {host:?} failed: {source}")]
+    Db {
+        host: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error(
+        "template migration V{version} was changed after it was applied on host {host:?} \
+         (checksum {applied} applied, {current} now); add a new migration instead of editing it"
+    )]
+    Changed {
+        host: String,
+        version: i32,
+        applied: String,
+        current: String,
+    },
+    #[error("template migration failed on host {host:?}: {source}")]
+    Migrate {
+        host: String,
+        #[source]
+        source: refinery::Error,
+    },
+    #[error("could not load template migrations from {path}: {source}")]
+    Load {
+        path: String,
+        #[source]
+        source: refinery::Error,
+    },
+}
+
+/// A set of template migrations: the ones built into the binary, or a
+/// directory of `V{n}__name.sql` files.
+#[derive(Clone)]
+pub struct Templates {
+    migrations: Vec<Migration>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates")
+            .field("latest", &self.latest_version())
+            .finish()
+    }
+}
+
+impl Templates {
+    pub fn embedded() -> Self {
+        Self {
+            migrations: embedded::migrations::runner().get_migrations().clone(),
+        }
+    }
+
+    pub fn from_dir(path: &Path) -> Result<Self, TemplateError> {
+        let migrations =
+            refinery::load_sql_migrations(path).map_err(|source| TemplateError::Load {
+                path: path.display().to_string(),
+                source,
+            })?;
+        Ok(Self { migrations })
+    }
+
+    pub fn latest_version(&self) -> i32 {
+        self.migrations
+            .iter()
+            .map(|m| m.version() as i32)
+            .max()
+            .unwrap_or(0)
+    }
+
+    fn checksums(&self) -> BTreeMap<i32, (String, String)> {
+        self.migrations
+            .iter()
+            .map(|m| {
+                (
+                    m.version() as i32,
+                    (m.name().to_owned(), m.checksum().to_string()),
+                )
+            })
+            .collect()
+    }
+
+    fn runner(&self) -> refinery::Runner {
+        let mut runner = refinery::Runner::new(&self.migrations)
+            .set_abort_divergent(true)
+            .set_abort_missing(true);
+        runner.set_migration_table_name(HISTORY_TABLE);
+        runner
+    }
+
+    /// Applies pending migrations to an open connection (a tenant database,
+    /// for fan-out). Returns the versions applied.
+    pub async fn migrate(&self, client: &mut Client) -> Result<Vec<i32>, refinery::Error> {
+        let report = self.runner().run_async(client).await?;
+        Ok(report
+            .applied_migrations()
+            .iter()
+            .map(|m| m.version() as i32)
+            .collect())
+    }
+}
+
+/// The advisory-lock key guarding one host's template.
+fn lock_key(host: &DbHost) -> i64 {
+    // Two 32-bit halves of the host id are enough to tell hosts apart.
+    let bytes = host.id.as_u128();
+    (bytes as i64) ^ ((bytes >> 64) as i64) ^ 0x7470_6c61_6e65
+}
+
+/// Takes the shared side of the template lock for the rest of `tx`: clones
+/// of this host's template may proceed together, never during a migration.
+pub async fn lock_for_clone(tx: &Transaction<'_>, host: &DbHost) -> Result<(), RegistryError> {
+    tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&lock_key(host)])
+        .await?;
+    Ok(())
+}
+
+/// What a sync did on one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncReport {
+    pub host: String,
+    pub created: bool,
+    pub applied: Vec<i32>,
+    pub version: i32,
+}
+
+fn db_err(host: &DbHost) -> impl Fn(tokio_postgres::Error) -> TemplateError + '_ {
+    move |source| TemplateError::Db {
+        host: host.name.clone(),
+        source,
+    }
+}
+
+/// Creates the host's template database if missing and applies pending
+/// template migrations, recording them in `template_versions`.
+pub async fn sync(
+    control: &Pool,
+    connector: &HostConnector,
+    host: &DbHost,
+    prefix: &TenantPrefix,
+    templates: &Templates,
+) -> Result<SyncReport, TemplateError> {
+    let template = prefix.template_ident();
+    let mut control = control.get().await.map_err(RegistryError::from)?;
+    let tx = control.transaction().await.map_err(RegistryError::from)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(host)])
+        .await
+        .map_err(RegistryError::from)?;
+
+    let admin = connector.connect(host, "postgres").await?;
+    let exists = admin
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&template.as_str()],
+        )
+        .await
+        .map_err(db_err(host))?
+        .is_some();
+    if !exists {
+        // The versions recorded for a template that no longer exists are void.
+        tx.execute(
+            "DELETE FROM template_versions WHERE db_host_id = $1",
+            &[&host.id],
+        )
+        .await
+        .map_err(RegistryError::from)?;
+        admin
+            .batch_execute(&format!(
+                "CREATE DATABASE {template} TEMPLATE template0 IS_TEMPLATE true ALLOW_CONNECTIONS false;
+                 REVOKE ALL ON DATABASE {template} FROM PUBLIC;"
+            ))
+            .await
+            .map_err(db_err(host))?;
+    }
+
+    let recorded: BTreeMap<i32, String> = tx
+        .query(
+            "SELECT version, checksum FROM template_versions WHERE db_host_id = $1",
+            &[&host.id],
+        )
+        .await
+        .map_err(RegistryError::from)?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    let ours = templates.checksums();
+    for (version, applied) in &recorded {
+        if let Some((_, current)) = ours.get(version) {
+            if current != applied {
+                return Err(TemplateError::Changed {
+                    host: host.name.clone(),
+                    version: *version,
+                    applied: applied.clone(),
+                    current: current.clone(),
+                });
+            }
+        }
+    }
+    let pending = ours.keys().any(|v| !recorded.contains_key(v));
+
+    let mut applied = Vec::new();
+    if pending {
+        applied = migrate_template(&admin, connector, host, &template, templates).await?;
+        for (version, (name, checksum)) in &ours {
+            tx.execute(
+                "INSERT INTO template_versions (db_host_id, version, name, checksum)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+                &[&host.id, version, name, checksum],
+            )
+            .await
+            .map_err(RegistryError::from)?;
+        }
+    }
+    tx.commit().await.map_err(RegistryError::from)?;
+    Ok(SyncReport {
+        host: host.name.clone(),
+        created: !exists,
+        applied,
+        version: templates.latest_version(),
+    })
+}
+
+/// Opens the template for connections, migrates it, and closes it again,
+/// even when the migration fails.
+async fn migrate_template(
+    admin: &Client,
+    connector: &HostConnector,
+    host: &DbHost,
+    template: &PgIdent,
+    templates: &Templates,
+) -> Result<Vec<i32>, TemplateError> {
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {template} WITH ALLOW_CONNECTIONS true"
+        ))
+        .await
+        .map_err(db_err(host))?;
+    let result = async {
+        let mut client = connector.connect(host, template.as_str()).await?;
+        let applied = templates
+            .migrate(&mut client)
+            .await
+            .map_err(|source| TemplateError::Migrate {
+                host: host.name.clone(),
+                source,
+            })?;
+        drop(client);
+        Ok::<_, TemplateError>(applied)
+    }
+    .await;
+    close_template(admin, host, template).await?;
+    result
+}
+
+/// Forbids connections to the template and waits until none remain, so the
+/// next CREATE DATABASE ... TEMPLATE never sees "being accessed by other users".
+async fn close_template(
+    admin: &Client,
+    host: &DbHost,
+    template: &PgIdent,
+) -> Result<(), TemplateError> {
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {template} WITH ALLOW_CONNECTIONS false"
+        ))
+        .await
+        .map_err(db_err(host))?;
+    for _ in 0..100 {
+        let remaining: i64 = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                  WHERE datname = $1 AND pid <> pg_backend_pid()",
+                &[&template.as_str()],
+            )
+            .await
+            .map_err(db_err(host))?
+            .get(0);
+        if remaining == 0 {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
+/// The template version recorded for a host (0 when none).
+pub async fn host_version(
+    client: &impl deadpool_postgres::GenericClient,
+    host: &DbHost,
+) -> Result<i32, RegistryError> {
+    Ok(client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM template_versions WHERE db_host_id = $1",
+            &[&host.id],
+        )
+        .await?
+        .get(0))
+}
