@@ -13,7 +13,9 @@ const NONCE_LEN: usize = 12;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
-    #[error("crypto.key must be 32 bytes of standard base64 (e.g. `openssl rand -base64 32`): {0}")]
+    #[error(
+        "crypto.key must be 32 bytes of standard base64 (e.g. `openssl rand -base64 32`): {0}"
+    )]
     BadKey(&'static str),
     #[error("a stored password could not be decrypted: wrong crypto.key, or corrupted data")]
     Decrypt,

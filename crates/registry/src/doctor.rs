@@ -135,7 +135,9 @@ pub async fn diagnose(
                 host: Some(host.name.clone()),
                 tenant_id: None,
                 name: Some(prefix.template_ident().as_str().to_owned()),
-                detail: format!("template at v{version}, newest is v{latest}; run `tenant-plane template sync`"),
+                detail: format!(
+                    "template at v{version}, newest is v{latest}; run `tenant-plane template sync`"
+                ),
             });
         }
         let admin = match connector.connect(host, "postgres").await {
@@ -156,10 +158,11 @@ pub async fn diagnose(
             let admin = &admin;
             let pattern = pattern.clone();
             async move {
-                admin
-                    .query(sql, &[&pattern])
-                    .await
-                    .map(|rows| rows.iter().map(|r| r.get::<_, String>(0)).collect::<HashSet<_>>())
+                admin.query(sql, &[&pattern]).await.map(|rows| {
+                    rows.iter()
+                        .map(|r| r.get::<_, String>(0))
+                        .collect::<HashSet<_>>()
+                })
             }
         };
         let (Ok(databases), Ok(roles)) = (
@@ -173,12 +176,16 @@ pub async fn diagnose(
             .iter()
             .filter(|r| r.host_id == Some(host.id) && r.status != "deleted")
             .collect();
-        let expected_dbs: HashSet<&str> = live.iter().filter_map(|r| r.db_name.as_deref()).collect();
+        let expected_dbs: HashSet<&str> =
+            live.iter().filter_map(|r| r.db_name.as_deref()).collect();
         let expected_roles: HashSet<&str> =
             live.iter().filter_map(|r| r.db_role.as_deref()).collect();
         let template_name = prefix.template_ident();
         for db in &databases {
-            if prefix.owns_tenant_name(db) && !expected_dbs.contains(db.as_str()) && db != template_name.as_str() {
+            if prefix.owns_tenant_name(db)
+                && !expected_dbs.contains(db.as_str())
+                && db != template_name.as_str()
+            {
                 findings.push(orphan(FindingKind::OrphanDatabase, host, db));
             }
         }
@@ -187,7 +194,10 @@ pub async fn diagnose(
                 findings.push(orphan(FindingKind::OrphanRole, host, role));
             }
         }
-        for row in live.iter().filter(|r| r.status == "active" || r.status == "suspended") {
+        for row in live
+            .iter()
+            .filter(|r| r.status == "active" || r.status == "suspended")
+        {
             if let Some(db) = &row.db_name {
                 if !databases.contains(db) {
                     findings.push(missing(FindingKind::MissingDatabase, host, row, db));

@@ -207,7 +207,9 @@ pub async fn set_state(
 /// Picks the accepting host with the most free capacity, or None when every
 /// host is draining or full. The hosts are locked for the rest of the
 /// transaction so that concurrent placements see each other's counts.
-pub async fn place(tx: &deadpool_postgres::Transaction<'_>) -> Result<Option<DbHost>, RegistryError> {
+pub async fn place(
+    tx: &deadpool_postgres::Transaction<'_>,
+) -> Result<Option<DbHost>, RegistryError> {
     tx.execute(
         "SELECT id FROM db_hosts WHERE state = 'accepting' ORDER BY id FOR UPDATE",
         &[],

@@ -53,9 +53,8 @@ impl TenantPrefix {
 
     /// True when `name` is one of ours: a tenant name under this prefix.
     pub fn owns_tenant_name(&self, name: &str) -> bool {
-        name.strip_prefix(&self.0).is_some_and(|rest| {
-            rest.len() == ID_LEN && rest.bytes().all(|b| b.is_ascii_hexdigit())
-        })
+        name.strip_prefix(&self.0)
+            .is_some_and(|rest| rest.len() == ID_LEN && rest.bytes().all(|b| b.is_ascii_hexdigit()))
     }
 
     /// A `LIKE` pattern matching every name under this prefix (with `_` and
@@ -132,7 +131,15 @@ mod tests {
 
     #[test]
     fn bad_prefixes_are_refused() {
-        for bad in ["", "Tenant_", "1tenant", "ten-ant", "te\"nant", "tenant ", &"p".repeat(31)] {
+        for bad in [
+            "",
+            "Tenant_",
+            "1tenant",
+            "ten-ant",
+            "te\"nant",
+            "tenant ",
+            &"p".repeat(31),
+        ] {
             assert!(TenantPrefix::parse(bad).is_err(), "{bad:?}");
         }
     }

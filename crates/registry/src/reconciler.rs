@@ -29,7 +29,9 @@ use crate::ids::TenantId;
 use crate::naming::{quote_literal, PgIdent, TenantPrefix};
 use crate::status::{DesiredState, TenantStatus};
 use crate::template::{self, TemplateError, Templates};
-use crate::tenants::{notify_changed, record_event, Tenant, TENANT_COLUMNS, TENANT_FROM, WAKE_CHANNEL};
+use crate::tenants::{
+    notify_changed, record_event, Tenant, TENANT_COLUMNS, TENANT_FROM, WAKE_CHANNEL,
+};
 use crate::RegistryError;
 
 const ACTOR: &str = "reconciler";
@@ -305,20 +307,23 @@ impl Reconciler {
             .db_name
             .as_deref()
             .and_then(PgIdent::parse)
-            .ok_or(StepError::Inconsistent("placed tenant without a valid db_name"))?;
+            .ok_or(StepError::Inconsistent(
+                "placed tenant without a valid db_name",
+            ))?;
         let role = t
             .db_role
             .as_deref()
             .and_then(PgIdent::parse)
-            .ok_or(StepError::Inconsistent("placed tenant without a valid db_role"))?;
+            .ok_or(StepError::Inconsistent(
+                "placed tenant without a valid db_role",
+            ))?;
         Ok(Some((host, db, role)))
     }
 
     async fn make_active(&self, tx: &Transaction<'_>, t: &Tenant) -> Result<Progress, StepError> {
-        let (host, db, role) = self
-            .placement(tx, t)
-            .await?
-            .ok_or(StepError::Inconsistent("claimed for activation but not placed"))?;
+        let (host, db, role) = self.placement(tx, t).await?.ok_or(StepError::Inconsistent(
+            "claimed for activation but not placed",
+        ))?;
         let sealed = t
             .db_password_enc
             .as_deref()
@@ -454,7 +459,12 @@ impl Reconciler {
                             db_password_enc = CASE WHEN $4 THEN NULL ELSE db_password_enc END,
                             updated_at = now()
                       WHERE id = $1",
-                    &[&t.id.as_uuid(), &status.as_str(), &template_version, &deleted],
+                    &[
+                        &t.id.as_uuid(),
+                        &status.as_str(),
+                        &template_version,
+                        &deleted,
+                    ],
                 )
                 .await?;
                 (status, json!({ "template_version": template_version }))
@@ -468,7 +478,10 @@ impl Reconciler {
                     &[&t.id.as_uuid(), &purge_after],
                 )
                 .await?;
-                (TenantStatus::Deleting, json!({ "purge_after": purge_after }))
+                (
+                    TenantStatus::Deleting,
+                    json!({ "purge_after": purge_after }),
+                )
             }
         };
         if status != t.status || t.purge_after.is_none() && status == TenantStatus::Deleting {
@@ -496,7 +509,11 @@ impl Reconciler {
     ) -> Result<TenantStatus, RegistryError> {
         let attempts = t.attempts + 1;
         let give_up = attempts >= self.settings.max_attempts;
-        let status = if give_up { TenantStatus::Failed } else { t.status };
+        let status = if give_up {
+            TenantStatus::Failed
+        } else {
+            t.status
+        };
         let delay = backoff(
             attempts - 1,
             self.settings.backoff_base,
@@ -617,7 +634,10 @@ async fn listen_for_wakeups(
                         }
                     }
                 });
-                match client.batch_execute(&format!("LISTEN {WAKE_CHANNEL}")).await {
+                match client
+                    .batch_execute(&format!("LISTEN {WAKE_CHANNEL}"))
+                    .await
+                {
                     Ok(()) => loop {
                         tokio::select! {
                             n = rx.recv() => match n {
@@ -645,7 +665,10 @@ async fn listen_for_wakeups(
 
 async fn database_exists(admin: &Client, db: &PgIdent) -> Result<bool, StepError> {
     Ok(admin
-        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db.as_str()])
+        .query_opt(
+            "SELECT 1 FROM pg_database WHERE datname = $1",
+            &[&db.as_str()],
+        )
         .await
         .map_err(sql("look up database"))?
         .is_some())
@@ -654,16 +677,26 @@ async fn database_exists(admin: &Client, db: &PgIdent) -> Result<bool, StepError
 /// Creates the role, or brings an existing one back to LOGIN with the
 /// password on record. The password goes over the wire as a SCRAM verifier,
 /// so the plaintext never reaches server logs.
-async fn ensure_login_role(admin: &Client, role: &PgIdent, password: &str) -> Result<(), StepError> {
+async fn ensure_login_role(
+    admin: &Client,
+    role: &PgIdent,
+    password: &str,
+) -> Result<(), StepError> {
     let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
     let options = format!("LOGIN NOINHERIT PASSWORD {}", quote_literal(&verifier));
     let exists = admin
-        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role.as_str()])
+        .query_opt(
+            "SELECT 1 FROM pg_roles WHERE rolname = $1",
+            &[&role.as_str()],
+        )
         .await
         .map_err(sql("look up role"))?
         .is_some();
     if !exists {
-        match admin.batch_execute(&format!("CREATE ROLE {role} {options}")).await {
+        match admin
+            .batch_execute(&format!("CREATE ROLE {role} {options}"))
+            .await
+        {
             Ok(()) => return Ok(()),
             // Created concurrently: fall through to ALTER.
             Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => {}
@@ -680,7 +713,10 @@ async fn ensure_login_role(admin: &Client, role: &PgIdent, password: &str) -> Re
 /// its next connection.
 async fn disable_role(admin: &Client, role: &PgIdent) -> Result<(), StepError> {
     let exists = admin
-        .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role.as_str()])
+        .query_opt(
+            "SELECT 1 FROM pg_roles WHERE rolname = $1",
+            &[&role.as_str()],
+        )
         .await
         .map_err(sql("look up role"))?
         .is_some();

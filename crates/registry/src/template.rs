@@ -144,8 +144,11 @@ fn lock_key(host: &DbHost) -> i64 {
 /// Takes the shared side of the template lock for the rest of `tx`: clones
 /// of this host's template may proceed together, never during a migration.
 pub async fn lock_for_clone(tx: &Transaction<'_>, host: &DbHost) -> Result<(), RegistryError> {
-    tx.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&lock_key(host)])
-        .await?;
+    tx.execute(
+        "SELECT pg_advisory_xact_lock_shared($1)",
+        &[&lock_key(host)],
+    )
+    .await?;
     Ok(())
 }
 
@@ -198,11 +201,16 @@ pub async fn sync(
         )
         .await
         .map_err(RegistryError::from)?;
+        // Separate statements: CREATE DATABASE cannot run in the implicit
+        // transaction of a multi-statement batch.
         admin
             .batch_execute(&format!(
-                "CREATE DATABASE {template} TEMPLATE template0 IS_TEMPLATE true ALLOW_CONNECTIONS false;
-                 REVOKE ALL ON DATABASE {template} FROM PUBLIC;"
+                "CREATE DATABASE {template} TEMPLATE template0 IS_TEMPLATE true ALLOW_CONNECTIONS false"
             ))
+            .await
+            .map_err(db_err(host))?;
+        admin
+            .batch_execute(&format!("REVOKE ALL ON DATABASE {template} FROM PUBLIC"))
             .await
             .map_err(db_err(host))?;
     }
@@ -271,13 +279,14 @@ async fn migrate_template(
         .map_err(db_err(host))?;
     let result = async {
         let mut client = connector.connect(host, template.as_str()).await?;
-        let applied = templates
-            .migrate(&mut client)
-            .await
-            .map_err(|source| TemplateError::Migrate {
-                host: host.name.clone(),
-                source,
-            })?;
+        let applied =
+            templates
+                .migrate(&mut client)
+                .await
+                .map_err(|source| TemplateError::Migrate {
+                    host: host.name.clone(),
+                    source,
+                })?;
         drop(client);
         Ok::<_, TemplateError>(applied)
     }

@@ -98,7 +98,8 @@ pub async fn get(
     client: &impl GenericClient,
     key: TenantKey<'_>,
 ) -> Result<Option<Tenant>, RegistryError> {
-    let sql = |column: &str| format!("SELECT {TENANT_COLUMNS} FROM {TENANT_FROM} WHERE {column} = $1");
+    let sql =
+        |column: &str| format!("SELECT {TENANT_COLUMNS} FROM {TENANT_FROM} WHERE {column} = $1");
     let row = match key {
         TenantKey::Id(id) => client.query_opt(&sql("t.id"), &[&id.as_uuid()]).await?,
         TenantKey::ClerkOrg(org) => client.query_opt(&sql("t.clerk_org_id"), &[&org]).await?,

@@ -2,10 +2,13 @@
 //! documents every key) -> an optional TOML file -> `TENANT_PLANE__A__B`
 //! environment variables. Validated after loading; errors name the key.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use registry::crypto::PasswordCipher;
+use registry::naming::TenantPrefix;
 use registry::pool::{self, PoolOptions};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
@@ -33,7 +36,49 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub http: HttpSettings,
     pub clerk: ClerkSettings,
+    pub tenants: TenantSettings,
+    pub crypto: CryptoSettings,
+    pub worker: WorkerSettings,
+    #[serde(default)]
+    pub hosts: HashMap<String, HostSecret>,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    pub prefix: String,
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    pub default_host_capacity: i32,
+    pub template_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CryptoSettings {
+    pub key: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    pub enabled: bool,
+    pub concurrency: usize,
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    pub max_attempts: i32,
+    #[serde(with = "humantime_serde")]
+    pub backoff_base: Duration,
+    #[serde(with = "humantime_serde")]
+    pub backoff_max: Duration,
+}
+
+/// The admin password of a db host, by host name.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostSecret {
+    pub password: SecretString,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -43,6 +88,8 @@ pub struct DatabaseSettings {
     pub max_connections: usize,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +173,25 @@ impl Settings {
                 reason: e.to_string(),
             })?;
         }
+        self.prefix()?;
+        if let Some(key) = &self.crypto.key {
+            PasswordCipher::from_base64(key.expose_secret()).map_err(|e| ConfigError::Invalid {
+                key: "crypto.key",
+                reason: e.to_string(),
+            })?;
+        }
+        if self.worker.concurrency == 0 {
+            return Err(invalid("worker.concurrency", "must be greater than 0"));
+        }
+        if self.worker.max_attempts < 1 {
+            return Err(invalid("worker.max_attempts", "must be at least 1"));
+        }
+        if self.tenants.default_host_capacity < 0 {
+            return Err(invalid(
+                "tenants.default_host_capacity",
+                "must not be negative",
+            ));
+        }
         tracing_subscriber::EnvFilter::try_new(&self.log.level)
             .map_err(|e| invalid("log.level", &e.to_string()))?;
         Ok(())
@@ -155,8 +221,24 @@ impl Settings {
         PoolOptions {
             max_size: self.database.max_connections,
             connect_timeout: self.database.connect_timeout,
-            wait_timeout: self.database.connect_timeout,
+            wait_timeout: self.database.acquire_timeout,
         }
+    }
+
+    pub fn prefix(&self) -> Result<TenantPrefix, ConfigError> {
+        TenantPrefix::parse(&self.tenants.prefix)
+            .map_err(|e| invalid("tenants.prefix", &e.to_string()))
+    }
+
+    pub fn cipher(&self) -> Result<PasswordCipher, ConfigError> {
+        let key = self.crypto.key.as_ref().ok_or(ConfigError::Missing {
+            key: "crypto.key",
+            env: "TENANT_PLANE__CRYPTO__KEY",
+        })?;
+        PasswordCipher::from_base64(key.expose_secret()).map_err(|e| ConfigError::Invalid {
+            key: "crypto.key",
+            reason: e.to_string(),
+        })
     }
 
     pub fn webhook_verifier(&self) -> Result<WebhookVerifier, ConfigError> {
@@ -264,6 +346,47 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("format"), "{err}");
+    }
+
+    #[test]
+    fn provisioning_settings_load_and_validate() {
+        let s = load(&[
+            ("TENANT_PLANE__TENANTS__RETENTION", "0s"),
+            ("TENANT_PLANE__HOSTS__EU_2__PASSWORD", "pw"),
+            (
+                "TENANT_PLANE__CRYPTO__KEY",
+                "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(s.tenants.retention, Duration::ZERO);
+        assert_eq!(s.prefix().unwrap().as_str(), "tenant_");
+        assert!(s.hosts.contains_key("eu_2"));
+        assert!(s.cipher().is_ok());
+        let default = load(&[]).unwrap();
+        assert_eq!(
+            default.tenants.retention,
+            Duration::from_secs(7 * 24 * 3600)
+        );
+        assert!(default
+            .cipher()
+            .unwrap_err()
+            .to_string()
+            .contains("crypto.key"));
+        for (env, key) in [
+            (
+                ("TENANT_PLANE__TENANTS__PREFIX", "Bad-Prefix"),
+                "tenants.prefix",
+            ),
+            (("TENANT_PLANE__CRYPTO__KEY", "c2hvcnQ="), "crypto.key"),
+            (
+                ("TENANT_PLANE__WORKER__CONCURRENCY", "0"),
+                "worker.concurrency",
+            ),
+        ] {
+            let err = load(&[env]).unwrap_err().to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 
     #[test]

@@ -4,8 +4,8 @@
 
 pub mod cli;
 pub mod config;
-pub mod dev;
 pub mod error;
+pub mod provisioning;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;

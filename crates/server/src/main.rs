@@ -6,7 +6,7 @@ use tenant_plane::cli::Cli;
 #[tokio::main]
 async fn main() -> ExitCode {
     match Cli::parse().run().await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

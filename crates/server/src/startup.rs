@@ -11,11 +11,14 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use anyhow::Context;
 use deadpool_postgres::Pool;
+use registry::reconciler::Reconciler;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tracing_actix_web::{RequestId, TracingLogger};
 use webhooks::{Inbox, WebhookVerifier};
 
 use crate::config::Settings;
-use crate::routes;
+use crate::{provisioning, routes};
 
 /// Shared by every request handler.
 pub struct AppState {
@@ -27,11 +30,14 @@ pub struct AppState {
 pub struct Application {
     port: u16,
     server: Server,
+    reconciler: Arc<Reconciler>,
+    worker: Option<(watch::Sender<bool>, JoinHandle<()>)>,
 }
 
 impl Application {
-    /// Builds the server over `listener`. Refuses to start when the
-    /// control-plane schema is missing, behind or ahead of this binary.
+    /// Builds the server over `listener`, and the provisioning worker beside
+    /// it when `worker.enabled`. Refuses to start when the control-plane
+    /// schema is missing, behind or ahead of this binary.
     pub async fn build(settings: &Settings, listener: TcpListener) -> anyhow::Result<Self> {
         let verifier = settings.webhook_verifier()?;
         let pool = control_pool(settings)?;
@@ -40,6 +46,12 @@ impl Application {
         )?;
         registry::schema::check(&client).await?;
         drop(client);
+        let reconciler = provisioning::prepare(settings, &pool).await?;
+        let worker = settings
+            .worker
+            .enabled
+            .then(|| spawn_worker(settings, reconciler.clone()))
+            .transpose()?;
 
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
@@ -58,16 +70,47 @@ impl Application {
         })
         .listen(listener)?
         .run();
-        Ok(Self { port, server })
+        Ok(Self {
+            port,
+            server,
+            reconciler,
+            worker,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    pub fn reconciler(&self) -> Arc<Reconciler> {
+        self.reconciler.clone()
     }
+
+    /// Serves until a shutdown signal, then lets the worker finish its pass.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let served = self.server.await;
+        if let Some((stop, handle)) = self.worker {
+            let _ = stop.send(true);
+            let _ = handle.await;
+        }
+        served
+    }
+}
+
+/// Starts the reconciler workers; they stop when the sender says `true`.
+pub fn spawn_worker(
+    settings: &Settings,
+    reconciler: Arc<Reconciler>,
+) -> anyhow::Result<(watch::Sender<bool>, JoinHandle<()>)> {
+    let listen = registry::pool::parse_url(settings.database_url()?)?;
+    let (stop, stopped) = watch::channel(false);
+    let handle = tokio::spawn(reconciler.run(
+        settings.worker.concurrency,
+        settings.worker.poll_interval,
+        listen,
+        stopped,
+    ));
+    Ok((stop, handle))
 }
 
 /// The control-plane pool, from settings.

@@ -115,3 +115,105 @@ impl Drop for TestDatabase {
         .join();
     }
 }
+
+/// The admin URL of the second test server (`scripts/dev-db --instance 2`),
+/// for tests of placement across hosts.
+pub fn second_admin_url() -> String {
+    std::env::var("TENANT_PLANE_TEST_DATABASE_URL_2")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "this test needs a second PostgreSQL: run `scripts/test`, or export \
+                 TENANT_PLANE_TEST_DATABASE_URL_2=$(scripts/dev-db --instance 2 | tail -1)"
+            )
+        })
+}
+
+/// Drops, when dropped, every database and role whose name starts with
+/// `prefix` on the test servers: the tenant databases a test provisioned.
+pub struct PrefixGuard {
+    pub prefix: String,
+    servers: Vec<Config>,
+}
+
+impl PrefixGuard {
+    /// A fresh prefix (`tp_test_<10 hex>_`) that scripts/test also sweeps.
+    pub fn new() -> Self {
+        let mut servers: Vec<Config> = vec![admin_url().parse().expect("admin URL parses")];
+        if let Some(second) = std::env::var("TENANT_PLANE_TEST_DATABASE_URL_2")
+            .ok()
+            .and_then(|u| u.parse().ok())
+        {
+            servers.push(second);
+        }
+        let hex = uuid::Uuid::new_v4().simple().to_string();
+        Self {
+            prefix: format!("tp_test_{}_", &hex[..10]),
+            servers,
+        }
+    }
+}
+
+impl Default for PrefixGuard {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for PrefixGuard {
+    fn drop(&mut self) {
+        let servers = self.servers.clone();
+        let pattern = format!("{}%", self.prefix.replace('_', "\\_"));
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                for admin in servers {
+                    drop_prefixed(&admin, &pattern).await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+async fn drop_prefixed(admin: &Config, pattern: &str) {
+    let Ok((client, connection)) = admin.connect(NoTls).await else {
+        return;
+    };
+    tokio::spawn(connection);
+    let names = |sql: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query(sql, &[&pattern])
+                .await
+                .map(|rows| {
+                    rows.iter()
+                        .map(|r| r.get::<_, String>(0))
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default()
+        }
+    };
+    for name in names("SELECT datname FROM pg_database WHERE datname LIKE $1").await {
+        // A template cannot be dropped; one statement per call, since DROP
+        // DATABASE refuses to run in a multi-statement batch.
+        let _ = client
+            .batch_execute(&format!("ALTER DATABASE \"{name}\" IS_TEMPLATE false"))
+            .await;
+        let _ = client
+            .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+            .await;
+    }
+    for name in names("SELECT rolname FROM pg_roles WHERE rolname LIKE $1").await {
+        let _ = client
+            .batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\""))
+            .await;
+    }
+}

@@ -6,5 +6,5 @@
 mod database;
 mod proxy;
 
-pub use database::{admin_url, TestDatabase};
+pub use database::{admin_url, second_admin_url, PrefixGuard, TestDatabase};
 pub use proxy::ToggleProxy;

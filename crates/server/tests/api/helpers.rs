@@ -7,7 +7,7 @@ use base64::Engine;
 use reqwest::Response;
 use tenant_plane::config::{LogFormat, Settings};
 use tenant_plane::startup::Application;
-use testkit::TestDatabase;
+use testkit::{PrefixGuard, TestDatabase};
 use tokio_postgres::Client;
 use webhooks::samples::SampleEvent;
 use webhooks::WebhookVerifier;
@@ -31,6 +31,11 @@ pub fn random_secret() -> String {
     )
 }
 
+pub fn random_key() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
 }
@@ -41,6 +46,13 @@ pub fn new_svix_id() -> String {
 
 pub struct TestApp {
     pub address: String,
+    pub settings: Settings,
+    /// The environment the app was configured from, for child processes
+    /// (workers, the CLI) that must share its database, key and prefix.
+    pub env: Vec<(String, String)>,
+    /// Tenant databases and roles of this test are dropped with it.
+    pub prefix: PrefixGuard,
+    pub reconciler: std::sync::Arc<registry::reconciler::Reconciler>,
     /// Kept for the test's lifetime: dropping it drops the database.
     _db: TestDatabase,
     pub verifier: WebhookVerifier,
@@ -51,42 +63,73 @@ pub struct TestApp {
     pub client: Client,
 }
 
-/// Settings for an app over `database_url`, as the environment would give them.
-pub fn settings_for(database_url: &str, secret: &str) -> Settings {
-    Settings::load_from(
-        None,
-        [
-            ("TENANT_PLANE__DATABASE__URL", database_url),
-            ("TENANT_PLANE__CLERK__WEBHOOK_SECRET", secret),
-            ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
-            ("TENANT_PLANE__DATABASE__CONNECT_TIMEOUT", "1s"),
-        ]
-        .map(|(k, v)| (k.to_owned(), v.to_owned())),
-    )
-    .expect("test settings are valid")
+/// The environment of a test app: its own secrets and tenant prefix, no
+/// background worker (tests drain the reconciler themselves), no retention.
+pub fn test_env(database_url: &str, secret: &str, prefix: &str) -> Vec<(String, String)> {
+    [
+        ("TENANT_PLANE__DATABASE__URL", database_url),
+        ("TENANT_PLANE__CLERK__WEBHOOK_SECRET", secret),
+        ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
+        ("TENANT_PLANE__DATABASE__CONNECT_TIMEOUT", "1s"),
+        ("TENANT_PLANE__TENANTS__PREFIX", prefix),
+        ("TENANT_PLANE__TENANTS__RETENTION", "0s"),
+        ("TENANT_PLANE__CRYPTO__KEY", &random_key()),
+        ("TENANT_PLANE__WORKER__ENABLED", "false"),
+        ("TENANT_PLANE__WORKER__BACKOFF_BASE", "10ms"),
+        ("TENANT_PLANE__WORKER__BACKOFF_MAX", "50ms"),
+        ("TENANT_PLANE__WORKER__POLL_INTERVAL", "200ms"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
 }
 
 pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Spawns an app with extra settings (`("TENANT_PLANE__...", value)`).
+pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     let db = TestDatabase::migrated().await;
     let url = db.url();
-    spawn_app_on(db, &url).await
+    spawn_app_full(db, &url, overrides).await
 }
 
 /// Spawns the app on `db`, reaching it through `database_url` (which may be
 /// a proxy in front of it).
 pub async fn spawn_app_on(db: TestDatabase, database_url: &str) -> TestApp {
+    spawn_app_full(db, database_url, &[]).await
+}
+
+pub async fn spawn_app_full(
+    db: TestDatabase,
+    database_url: &str,
+    overrides: &[(&str, &str)],
+) -> TestApp {
     init_tracing();
     let secret = random_secret();
-    let settings = settings_for(database_url, &secret);
+    let prefix = PrefixGuard::new();
+    let mut env = test_env(database_url, &secret, &prefix.prefix);
+    env.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string())),
+    );
+    let settings = Settings::load_from(None, env.clone()).expect("test settings are valid");
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     let app = Application::build(&settings, listener)
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
+    let reconciler = app.reconciler();
     tokio::spawn(app.run_until_stopped());
     let client = db.client().await;
     TestApp {
         address,
+        settings,
+        env,
+        prefix,
+        reconciler,
         _db: db,
         verifier: WebhookVerifier::new(&secret).expect("valid secret"),
         secret,
@@ -106,6 +149,11 @@ pub struct TenantRow {
 }
 
 impl TestApp {
+    /// Runs the reconciler until nothing is left to do.
+    pub async fn reconcile(&self) -> usize {
+        self.reconciler.drain().await.expect("reconciler pass")
+    }
+
     pub fn webhook_url(&self) -> String {
         format!("{}/webhooks/clerk", self.address)
     }
@@ -184,4 +232,115 @@ impl TestApp {
 pub async fn outcome(response: Response) -> String {
     let body: serde_json::Value = response.json().await.expect("JSON answer");
     body["outcome"].as_str().expect("outcome field").to_owned()
+}
+
+impl TestApp {
+    /// A pool on the control database, for registry calls.
+    pub fn pool(&self) -> deadpool_postgres::Pool {
+        tenant_plane::startup::control_pool(&self.settings).expect("control pool")
+    }
+
+    /// The registry's view of a tenant, by Clerk organization id.
+    pub async fn registry_tenant(&self, org_id: &str) -> registry::tenants::Tenant {
+        let client = self.pool().get().await.expect("control connection");
+        registry::tenants::get(&client, registry::tenants::TenantKey::ClerkOrg(org_id))
+            .await
+            .expect("query tenant")
+            .unwrap_or_else(|| panic!("no tenant for {org_id}"))
+    }
+
+    /// The tenant's own connection credentials, password decrypted.
+    pub async fn credentials(&self, org_id: &str) -> registry::tenants::TenantCredentials {
+        let tenant = self.registry_tenant(org_id).await;
+        let client = self.pool().get().await.expect("control connection");
+        let cipher = self.settings.cipher().expect("crypto key");
+        registry::tenants::credentials(&client, &cipher, &tenant)
+            .await
+            .expect("credentials")
+    }
+
+    /// Sends organization.created for a new organization; returns its ids.
+    pub async fn create_org(&self, name: &str) -> webhooks::samples::SampleIds {
+        let ids = webhooks::samples::SampleIds::random();
+        let event = SampleEvent::new("organization.created", &ids)
+            .unwrap()
+            .name(name)
+            .slug(None);
+        assert_eq!(self.send(&event).await, "applied");
+        ids
+    }
+
+    pub async fn delete_org(&self, ids: &webhooks::samples::SampleIds) {
+        let event = SampleEvent::new("organization.deleted", ids).unwrap();
+        assert_eq!(self.send(&event).await, "applied");
+    }
+
+    /// Applies an operator action as the CLI would.
+    pub async fn act(
+        &self,
+        org_id: &str,
+        action: registry::tenants::Action,
+    ) -> registry::tenants::Tenant {
+        let tenant = self.registry_tenant(org_id).await;
+        let mut client = self.pool().get().await.expect("control connection");
+        registry::tenants::act(&mut client, tenant.id, action, "test")
+            .await
+            .expect("action applies")
+    }
+
+    /// Names of databases on the test server under this test's prefix.
+    pub async fn prefixed_databases(&self) -> Vec<String> {
+        self.client
+            .query(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1",
+                &[&self.prefix.prefix],
+            )
+            .await
+            .expect("list databases")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    pub async fn role_exists(&self, role: &str) -> bool {
+        self.client
+            .query_opt("SELECT 1 FROM pg_roles WHERE rolname = $1", &[&role])
+            .await
+            .expect("look up role")
+            .is_some()
+    }
+
+    /// The kinds of a tenant's audit events, in order.
+    pub async fn event_kinds(&self, org_id: &str) -> Vec<String> {
+        self.client
+            .query(
+                "SELECT e.kind FROM tenant_events e JOIN tenant_registry t ON t.id = e.tenant_id
+                  WHERE t.clerk_org_id = $1 ORDER BY e.id",
+                &[&org_id],
+            )
+            .await
+            .expect("events")
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+}
+
+/// Connects over TCP with password authentication, as a tenant application
+/// would. `dbname` overrides the credentials' database.
+pub async fn connect_as(
+    creds: &registry::tenants::TenantCredentials,
+    dbname: &str,
+) -> Result<Client, tokio_postgres::Error> {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(&creds.host)
+        .port(creds.port)
+        .user(&creds.role)
+        .password(&creds.password)
+        .dbname(dbname)
+        .connect_timeout(std::time::Duration::from_secs(5));
+    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+    tokio::spawn(connection);
+    Ok(client)
 }

@@ -8,4 +8,5 @@ mod hostile;
 mod idempotency;
 mod intake;
 mod ordering;
+mod provisioning;
 mod signature;

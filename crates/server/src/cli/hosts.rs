@@ -1,0 +1,120 @@
+//! `tenant-plane hosts ...`: the PostgreSQL servers that hold tenant databases.
+
+use anyhow::bail;
+use clap::Subcommand;
+use registry::hosts::{self, HostState, NewHost};
+
+use super::table::{print_json, print_table};
+use crate::config::Settings;
+
+#[derive(Debug, Subcommand)]
+pub enum HostsCommand {
+    /// List db hosts with their state, capacity and tenant count.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a server (or update its address/capacity). Its admin password
+    /// comes from configuration: hosts.<NAME>.password, e.g.
+    /// TENANT_PLANE__HOSTS__<NAME>__PASSWORD.
+    Add {
+        /// Lowercase name: letters, digits, '_'.
+        name: String,
+        #[arg(long)]
+        host: String,
+        #[arg(long, default_value_t = 5432)]
+        port: u16,
+        #[arg(long, default_value = "postgres")]
+        admin_user: String,
+        /// Tenants this server may hold.
+        #[arg(long, default_value_t = 1000)]
+        capacity: i32,
+    },
+    /// Stop placing new tenants on a host (existing tenants stay).
+    Drain { name: String },
+    /// Place new tenants on a drained host again.
+    Undrain { name: String },
+}
+
+impl HostsCommand {
+    pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
+        let pool = crate::startup::control_pool(settings)?;
+        let client = pool.get().await?;
+        match self {
+            HostsCommand::List { json } => {
+                let all = hosts::list(&client).await?;
+                if json {
+                    return print_json(&all);
+                }
+                let rows: Vec<Vec<String>> = all
+                    .iter()
+                    .map(|h| {
+                        vec![
+                            h.name.clone(),
+                            format!("{}:{}", h.host, h.port),
+                            h.admin_user.clone(),
+                            h.state.as_str().to_owned(),
+                            h.tenants.to_string(),
+                            h.capacity.to_string(),
+                        ]
+                    })
+                    .collect();
+                print_table(
+                    &["NAME", "ADDRESS", "ADMIN", "STATE", "TENANTS", "CAPACITY"],
+                    &rows,
+                );
+            }
+            HostsCommand::Add {
+                name,
+                host,
+                port,
+                admin_user,
+                capacity,
+            } => {
+                hosts::check_name(&name)?;
+                if capacity < 0 {
+                    bail!("--capacity must not be negative");
+                }
+                let h = hosts::upsert(
+                    &client,
+                    &NewHost {
+                        name: name.clone(),
+                        host,
+                        port,
+                        admin_user,
+                        capacity,
+                    },
+                )
+                .await?;
+                println!(
+                    "host {} registered ({}:{}, capacity {})",
+                    h.name, h.host, h.port, h.capacity
+                );
+                if !settings.hosts.contains_key(&name) && name != crate::provisioning::DEFAULT_HOST
+                {
+                    eprintln!(
+                        "warning: no admin password configured for {name}; set TENANT_PLANE__HOSTS__{}__PASSWORD",
+                        name.to_ascii_uppercase()
+                    );
+                }
+            }
+            HostsCommand::Drain { name } => set_state(&client, &name, HostState::Draining).await?,
+            HostsCommand::Undrain { name } => {
+                set_state(&client, &name, HostState::Accepting).await?
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn set_state(
+    client: &deadpool_postgres::Client,
+    name: &str,
+    state: HostState,
+) -> anyhow::Result<()> {
+    if !hosts::set_state(client, name, state).await? {
+        bail!("no db host named {name:?} (see `tenant-plane hosts list`)");
+    }
+    println!("host {name} is {}", state.as_str());
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! Wiring of the provisioning engine from configuration: the default db host
+//! (the server of `database.url`), admin credentials per host, the template
+//! set and the reconciler.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use deadpool_postgres::Pool;
+use registry::hosts::{self, HostConnector, NewHost};
+use registry::reconciler::{Reconciler, ReconcilerSettings};
+use registry::template::Templates;
+use secrecy::ExposeSecret;
+use tokio_postgres::config::Host;
+
+use crate::config::Settings;
+
+/// The name of the host seeded from `database.url`.
+pub const DEFAULT_HOST: &str = "default";
+
+/// Environment variable that makes a worker stop at a named step and wait to
+/// be killed: the crash-safety tests use it. Not a configuration key, so it
+/// cannot be set by accident in a config file.
+pub const PAUSE_AT_ENV: &str = "TENANT_PLANE_PAUSE_AT";
+
+/// The server of `database.url`, as a db host.
+fn default_host(settings: &Settings) -> anyhow::Result<(NewHost, Option<String>)> {
+    let config = registry::pool::parse_url(settings.database_url()?)?;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(path)) => path.display().to_string(),
+        None => "localhost".to_owned(),
+    };
+    let password = config
+        .get_password()
+        .map(|p| String::from_utf8_lossy(p).into_owned());
+    Ok((
+        NewHost {
+            name: DEFAULT_HOST.to_owned(),
+            host,
+            port: config.get_ports().first().copied().unwrap_or(5432),
+            admin_user: config.get_user().unwrap_or("postgres").to_owned(),
+            capacity: settings.tenants.default_host_capacity,
+        },
+        password,
+    ))
+}
+
+/// Admin connections to every host we have a password for.
+pub fn host_connector(settings: &Settings) -> anyhow::Result<HostConnector> {
+    let (_, default_password) = default_host(settings)?;
+    let mut connector = HostConnector::new(settings.database.connect_timeout);
+    if let Some(pw) = default_password {
+        connector = connector.with_password(DEFAULT_HOST, &pw);
+    }
+    for (name, secret) in &settings.hosts {
+        connector = connector.with_password(name, secret.password.expose_secret());
+    }
+    Ok(connector)
+}
+
+/// Registers the default host if it is not registered yet.
+pub async fn seed_default_host(pool: &Pool, settings: &Settings) -> anyhow::Result<()> {
+    let (host, _) = default_host(settings)?;
+    let client = pool.get().await?;
+    hosts::seed(&client, &host).await?;
+    Ok(())
+}
+
+pub fn templates(settings: &Settings) -> anyhow::Result<Templates> {
+    Ok(match &settings.tenants.template_dir {
+        Some(dir) => Templates::from_dir(dir).context("tenants.template_dir")?,
+        None => Templates::embedded(),
+    })
+}
+
+pub fn reconciler(settings: &Settings, pool: Pool) -> anyhow::Result<Arc<Reconciler>> {
+    Ok(Arc::new(Reconciler::new(
+        pool,
+        host_connector(settings)?,
+        settings.cipher()?,
+        templates(settings)?,
+        ReconcilerSettings {
+            prefix: settings.prefix()?,
+            retention: settings.tenants.retention,
+            max_attempts: settings.worker.max_attempts,
+            backoff_base: settings.worker.backoff_base,
+            backoff_max: settings.worker.backoff_max,
+            pause_at: std::env::var(PAUSE_AT_ENV).ok().filter(|s| !s.is_empty()),
+        },
+    )))
+}
+
+/// Everything `serve` and `worker` do before working: register the default
+/// host and bring every host's template up to date.
+pub async fn prepare(settings: &Settings, pool: &Pool) -> anyhow::Result<Arc<Reconciler>> {
+    seed_default_host(pool, settings).await?;
+    let reconciler = reconciler(settings, pool.clone())?;
+    for report in reconciler.sync_templates().await? {
+        if report.created || !report.applied.is_empty() {
+            tracing::info!(host = %report.host, created = report.created, applied = ?report.applied, "template synced");
+        }
+    }
+    Ok(reconciler)
+}
