@@ -70,7 +70,6 @@ pub fn test_env(database_url: &str, secret: &str, prefix: &str) -> Vec<(String, 
         ("TENANT_PLANE__DATABASE__URL", database_url),
         ("TENANT_PLANE__CLERK__WEBHOOK_SECRET", secret),
         ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
-        ("TENANT_PLANE__DATABASE__CONNECT_TIMEOUT", "1s"),
         ("TENANT_PLANE__TENANTS__PREFIX", prefix),
         ("TENANT_PLANE__TENANTS__RETENTION", "0s"),
         ("TENANT_PLANE__CRYPTO__KEY", &random_key()),
@@ -343,4 +342,77 @@ pub async fn connect_as(
     let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
     tokio::spawn(connection);
     Ok(client)
+}
+
+/// `tenant-plane <args>` as a child process configured like `app`, with
+/// stderr piped so tests can watch for the pause marker.
+pub fn spawn_cli(
+    app: &TestApp,
+    args: &[&str],
+    extra_env: &[(&str, &str)],
+) -> tokio::process::Child {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenant-plane"));
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TENANT_PLANE") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.args(args)
+        .envs(app.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .envs(extra_env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true);
+    cmd.spawn().expect("spawn tenant-plane")
+}
+
+/// A `tenant-plane worker`, optionally told to pause (and wait to be
+/// killed) at a reconciler step.
+pub fn spawn_worker(app: &TestApp, pause_at: Option<&str>) -> tokio::process::Child {
+    let pause = pause_at.map(|s| [("TENANT_PLANE_PAUSE_AT", s)]);
+    spawn_cli(app, &["worker"], pause.as_ref().map_or(&[][..], |p| &p[..]))
+}
+
+/// Reads the child's stderr until a line contains `needle`. Panics after
+/// `deadline` (a liveness bound, not a speed assertion), with what was read.
+pub async fn wait_for_stderr(
+    child: &mut tokio::process::Child,
+    needle: &str,
+    deadline: std::time::Duration,
+) {
+    use tokio::io::AsyncBufReadExt;
+    let stderr = child.stderr.as_mut().expect("stderr piped");
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    let found = tokio::time::timeout(deadline, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if line.contains(needle) {
+                return true;
+            }
+            seen.push(line);
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        found,
+        Ok(true),
+        "never saw {needle:?}; stderr was:\n{}",
+        seen.join("\n")
+    );
+}
+
+/// Polls `check` until it holds; panics after `deadline` (a liveness bound).
+pub async fn wait_until<F, Fut>(what: &str, deadline: std::time::Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(start.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }

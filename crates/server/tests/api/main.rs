@@ -3,10 +3,15 @@
 
 mod availability;
 mod cli;
+mod crash;
+mod doctor;
 mod helpers;
 mod hostile;
 mod idempotency;
 mod intake;
 mod ordering;
+mod placement;
 mod provisioning;
 mod signature;
+mod template;
+mod workers;
