@@ -1,9 +1,26 @@
 use deadpool_postgres::PoolError;
 
+/// The useful text of a PostgreSQL error. `tokio_postgres::Error` displays
+/// as just "db error" and keeps the server's message in its source; operators
+/// need the message (and SQLSTATE) itself.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return format!("{} ({})", db.message(), db.code().code());
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 /// Failures talking to the control-plane database.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
-    #[error("control-plane database query failed: {0}")]
+    #[error("control-plane database query failed: {}", describe(.0))]
     Db(#[from] tokio_postgres::Error),
     #[error("no connection to the control-plane database: {0}")]
     Pool(#[from] PoolError),

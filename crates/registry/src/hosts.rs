@@ -66,7 +66,7 @@ pub struct NewHost {
 pub enum HostError {
     #[error("no admin password configured for db host {0:?} (set hosts.{0}.password, e.g. TENANT_PLANE__HOSTS__{1}__PASSWORD)")]
     NoPassword(String, String),
-    #[error("cannot connect to db host {host:?} ({addr}) as {user}: {source}")]
+    #[error("cannot connect to db host {host:?} ({addr}) as {user}: {}", crate::describe(.source))]
     Connect {
         host: String,
         addr: String,

@@ -21,4 +21,4 @@ pub mod status;
 pub mod template;
 pub mod tenants;
 
-pub use error::RegistryError;
+pub use error::{describe, RegistryError};

@@ -58,7 +58,7 @@ enum StepError {
     Control(#[from] RegistryError),
     #[error(transparent)]
     Host(#[from] HostError),
-    #[error("{step} failed: {source}")]
+    #[error("{step} failed: {}", crate::describe(.source))]
     Sql {
         step: &'static str,
         #[source]

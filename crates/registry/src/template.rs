@@ -33,7 +33,7 @@ pub enum TemplateError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Host(#[from] HostError),
-    #[error("template database operation on host {host:?} failed: {source}")]
+    #[error("template database operation on host {host:?} failed: {}", crate::describe(.source))]
     Db {
         host: String,
         #[source]

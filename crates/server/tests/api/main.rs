@@ -5,6 +5,7 @@ mod availability;
 mod cli;
 mod crash;
 mod doctor;
+mod failures;
 mod helpers;
 mod hostile;
 mod idempotency;
