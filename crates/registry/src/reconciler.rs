@@ -175,6 +175,11 @@ impl Reconciler {
     }
 
     /// Claims one tenant that needs work and takes it as far as it can go.
+    #[tracing::instrument(
+        name = "reconcile",
+        skip_all,
+        fields(tenant_id = tracing::field::Empty, org_id = tracing::field::Empty, desired = tracing::field::Empty)
+    )]
     pub async fn run_once(&self) -> Result<Pass, RegistryError> {
         let mut client = self.control.get().await?;
 
@@ -193,8 +198,10 @@ impl Reconciler {
             return Ok(Pass::Idle);
         };
         let tenant = Tenant::from_row(&row);
-        let span = tracing::info_span!("reconcile", tenant_id = %tenant.id, org_id = %tenant.clerk_org_id, desired = %tenant.desired_state);
-        let _guard = span.enter();
+        let span = tracing::Span::current();
+        span.record("tenant_id", tracing::field::display(tenant.id));
+        span.record("org_id", tenant.clerk_org_id.as_str());
+        span.record("desired", tenant.desired_state.as_str());
         match self.claim(&tx, &tenant).await {
             Ok(()) => {}
             Err(StepError::Control(e)) => return Err(e),
