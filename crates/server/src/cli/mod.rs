@@ -156,6 +156,9 @@ async fn template_sync(settings: &Settings) -> anyhow::Result<()> {
 }
 
 async fn serve(settings: &Settings) -> anyhow::Result<()> {
+    // Everything serve needs is checked before anything is bound or touched.
+    settings.webhook_verifier()?;
+    settings.cipher()?;
     let addr = settings.http_addr()?;
     let listener = std::net::TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr} (http.bind)"))?;

@@ -66,6 +66,7 @@ async fn serve_refuses_an_unmigrated_schema() {
         &[
             ("TENANT_PLANE__DATABASE__URL", &url),
             ("TENANT_PLANE__CLERK__WEBHOOK_SECRET", &secret),
+            ("TENANT_PLANE__CRYPTO__KEY", &crate::helpers::random_key()),
             ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
         ],
     );
@@ -87,9 +88,11 @@ async fn serve_refuses_a_schema_from_a_newer_binary() {
         .unwrap();
     let url = db.url();
     let secret = random_secret();
+    let key = crate::helpers::random_key();
     let env = [
         ("TENANT_PLANE__DATABASE__URL", url.as_str()),
         ("TENANT_PLANE__CLERK__WEBHOOK_SECRET", secret.as_str()),
+        ("TENANT_PLANE__CRYPTO__KEY", key.as_str()),
         ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
     ];
     let out = tenant_plane(&["serve"], &env);
@@ -118,13 +121,30 @@ async fn bad_configuration_names_the_key_and_never_prints_secrets() {
             "clerk.webhook_secret",
         ),
         (
+            vec![
+                (
+                    "TENANT_PLANE__CLERK__WEBHOOK_SECRET",
+                    "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+                ),
+                (
+                    "TENANT_PLANE__CRYPTO__KEY",
+                    "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+                ),
+            ],
+            "database.url",
+        ),
+        (
             vec![(
                 "TENANT_PLANE__CLERK__WEBHOOK_SECRET",
                 "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
             )],
-            "database.url",
+            "crypto.key",
         ),
     ] {
+        let mut env = env.clone();
+        if key != "http.bind" {
+            env.push(("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"));
+        }
         let out = tenant_plane(&["serve"], &env);
         assert!(!out.status.success());
         let (stdout, stderr) = text(&out);
@@ -139,6 +159,8 @@ async fn bad_configuration_names_the_key_and_never_prints_secrets() {
         &[
             ("TENANT_PLANE__DATABASE__URL", password_url),
             ("TENANT_PLANE__CLERK__WEBHOOK_SECRET", &secret),
+            ("TENANT_PLANE__CRYPTO__KEY", &crate::helpers::random_key()),
+            ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
         ],
     );
     let (_, stderr) = text(&out);

@@ -139,8 +139,7 @@ async fn a_tenant_role_reaches_only_its_own_database() {
     forged.password = creds_b.password.clone();
     let err = connect_as(&forged, &creds_a.dbname)
         .await
-        .err()
-        .expect("wrong password refused");
+        .expect_err("wrong password refused");
     assert_eq!(err.code().map(|c| c.code()), Some("28P01"), "{err}");
 
     // PUBLIC holds no CONNECT on any tenant database.
