@@ -10,13 +10,16 @@
 //! user.created, alternating), sent by C tasks that each take the next event
 //! as soon as their previous one is answered:
 //!
-//! - `http`: the application exactly as `serve` builds it, in this process on
-//!   port 0, with a pool of C connections, fed through one keep-alive reqwest
-//!   client. Each event pays for HTTP, the Svix signature check, the inbox
-//!   transaction and the JSON answer.
+//! - `http`: the application as `serve` builds it (provisioning worker off),
+//!   in this process on port 0, with a pool of C connections, fed through one
+//!   keep-alive reqwest client. Each event pays for HTTP, the Svix signature
+//!   check, the inbox transaction and the JSON answer.
 //! - `baseline`: `Inbox::receive` called directly over a pool of C
 //!   connections: the same SQL statements in the same transaction, nothing
 //!   else. What `http` costs beyond it is the price of the endpoint.
+//!
+//! No log subscriber is installed, so neither variant pays for the log line
+//! `serve` writes per event.
 //!
 //! Speed is printed, never asserted: it depends on the machine. What is
 //! checked is that every timed event was accepted and stored, because
@@ -59,13 +62,17 @@ const DATABASE_URL_VARS: [&str; 2] = [
 
 /// Measures the webhook intake over HTTP beside a direct-to-inbox baseline.
 #[derive(Debug, Parser)]
+#[command(
+    name = "webhook_intake",
+    bin_name = "cargo bench -p tenant-plane --bench webhook_intake --"
+)]
 struct Args {
     /// Timed events per run. Their signatures are made just before the run
     /// and expire after 5 minutes, which bounds how many one run can send.
     #[arg(long, default_value_t = 2000, value_parser = positive)]
     events: usize,
     /// Concurrent senders, comma-separated: one pair of runs per value.
-    #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16], value_parser = positive)]
+    #[arg(long, value_delimiter = ',', default_value = "1,4,16", value_parser = positive)]
     concurrency: Vec<usize>,
     /// Passed by `cargo bench` to every bench binary; nothing to do with it.
     #[arg(long = "bench", hide = true)]
@@ -292,8 +299,15 @@ fn prepare(verifier: &WebhookVerifier, n: usize) -> Vec<Prepared> {
             } else {
                 "user.created"
             };
+            // Clerk slugs are unique, but the samples all share one; two
+            // concurrent creations claiming the same slug collide on the
+            // unique index (a 500 that Svix would retry), which is not what
+            // is measured here.
+            let tag = uuid::Uuid::new_v4().simple().to_string();
             let event = SampleEvent::new(event_type, &SampleIds::random())
-                .expect("the sample events cover both types");
+                .expect("the sample events cover both types")
+                .name(format!("Acme {}", &tag[..8]))
+                .slug(Some(format!("acme-{tag}")));
             let body = event.to_json().to_string();
             let svix_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
             let headers = verifier.signed_headers(&svix_id, timestamp, body.as_bytes());
