@@ -114,16 +114,36 @@ pub async fn upsert_organization(
     }
 
     // Slugs are unique in Clerk at any moment, but a rename and a reuse can
-    // arrive out of order: the newest claim to a slug wins, and the previous
+    // arrive out of order: the newest claim to a slug wins, and the other
     // holder's (display-only) slug is cleared until its own update arrives.
-    if let Some(slug) = &org.slug {
-        let stmt = tx
+    // Claims of one slug are serialised by an advisory lock, since a
+    // concurrent claimer's uncommitted insert is invisible to our UPDATE.
+    let mut slug = org.slug.clone();
+    if let Some(claimed) = &org.slug {
+        let lock = tx
+            .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('slug:' || $1, 0))")
+            .await?;
+        tx.execute(&lock, &[claimed]).await?;
+        let holder = tx
             .prepare_cached(
-                "UPDATE tenant_registry SET slug = NULL, updated_at = now()
-                  WHERE slug = $1 AND clerk_org_id <> $2",
+                "SELECT source_updated_at FROM tenant_registry
+                  WHERE slug = $1 AND clerk_org_id <> $2 FOR UPDATE",
             )
             .await?;
-        tx.execute(&stmt, &[slug, &org.id.as_str()]).await?;
+        if let Some(row) = tx.query_opt(&holder, &[claimed, &org.id.as_str()]).await? {
+            let holder_updated: DateTime<Utc> = row.get(0);
+            if holder_updated > org.updated_at {
+                slug = None;
+            } else {
+                let release = tx
+                    .prepare_cached(
+                        "UPDATE tenant_registry SET slug = NULL, updated_at = now()
+                          WHERE slug = $1 AND clerk_org_id <> $2",
+                    )
+                    .await?;
+                tx.execute(&release, &[claimed, &org.id.as_str()]).await?;
+            }
+        }
     }
 
     if existing.is_some() {
@@ -136,7 +156,7 @@ pub async fn upsert_organization(
             .await?;
         tx.execute(
             &stmt,
-            &[&org.id.as_str(), &org.name, &org.slug, &org.updated_at],
+            &[&org.id.as_str(), &org.name, &slug, &org.updated_at],
         )
         .await?;
         if let Some(row) = existing {
@@ -169,7 +189,7 @@ pub async fn upsert_organization(
                 &id.as_uuid(),
                 &org.id.as_str(),
                 &org.name,
-                &org.slug,
+                &slug,
                 &org.updated_at,
             ],
         )

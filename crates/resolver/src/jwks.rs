@@ -1,1 +1,513 @@
-//! (being written)
+//! The public keys session tokens are verified with.
+//!
+//! Either one RSA public key in PEM (Clerk's "PEM public key", networkless) or
+//! the instance's JWKS (`{issuer}/.well-known/jwks.json`). The JWKS is fetched
+//! on first use and cached; a token naming a `kid` the cache does not hold (a
+//! key rotation) triggers a refetch, at most once per `min_refetch_interval`
+//! so that tokens with made-up kids cannot make us hammer Clerk, and
+//! concurrent refetches coalesce into one request. A cache older than
+//! [`JWKS_MAX_AGE`] is refreshed on next use (as Clerk's SDK does), so a key
+//! Clerk withdrew stops verifying; when that refresh fails the cached keys
+//! stay in use.
+//!
+//! Only RSA signing keys are kept (`kty: RSA`, `use` absent or `sig`, `alg`
+//! absent or RS256/384/512). Nothing here prints key material.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+use tokio::time::Instant;
+
+/// A cache this old is refreshed on next use (Clerk's SDK: 5 minutes).
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(5 * 60);
+
+/// Default for `min_refetch_interval` in [`KeySource::clerk_jwks`].
+pub const DEFAULT_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Longest JWKS document read (Clerk's is about 1 KiB).
+const MAX_JWKS_BYTES: usize = 256 * 1024;
+
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Where the verification keys come from.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// One RSA public key in PEM (`-----BEGIN PUBLIC KEY-----` or
+    /// `-----BEGIN RSA PUBLIC KEY-----`), used whatever the token's `kid`.
+    Pem(String),
+    /// A JWKS URL (https, or http on a loopback host for tests).
+    Jwks {
+        url: String,
+        min_refetch_interval: Duration,
+    },
+}
+
+impl KeySource {
+    /// The JWKS Clerk publishes for an instance: `{issuer}/.well-known/jwks.json`.
+    pub fn clerk_jwks(issuer: &str) -> Self {
+        KeySource::Jwks {
+            url: format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/')),
+            min_refetch_interval: DEFAULT_MIN_REFETCH_INTERVAL,
+        }
+    }
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Pem(_) => f.write_str("Pem(<redacted>)"),
+            KeySource::Jwks {
+                url,
+                min_refetch_interval,
+            } => f
+                .debug_struct("Jwks")
+                .field("url", url)
+                .field("min_refetch_interval", min_refetch_interval)
+                .finish(),
+        }
+    }
+}
+
+/// A key source that cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyConfigError {
+    #[error("the PEM is not an RSA public key ({0})")]
+    InvalidPem(&'static str),
+    #[error("invalid JWKS URL: {0}")]
+    InvalidUrl(&'static str),
+    #[error("cannot build the HTTP client: {0}")]
+    HttpClient(String),
+}
+
+/// Why no key was found for a token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    /// The token names no key we know (or names none, with a JWKS).
+    #[error("no signing key with this kid")]
+    Unknown,
+    /// The JWKS could not be fetched and the key is not cached.
+    #[error("signing keys unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One RSA public key.
+#[derive(Clone)]
+pub struct PublicKey {
+    kid: Option<String>,
+    alg: Option<Algorithm>,
+    key: DecodingKey,
+}
+
+impl PublicKey {
+    pub fn kid(&self) -> Option<&str> {
+        self.kid.as_deref()
+    }
+
+    /// The algorithm the JWK is restricted to (`alg`), if any.
+    pub fn algorithm(&self) -> Option<Algorithm> {
+        self.alg
+    }
+
+    pub fn decoding_key(&self) -> &DecodingKey {
+        &self.key
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PublicKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("key", &"<redacted>")
+            .finish()
+    }
+}
+
+/// The RSA algorithms session tokens may use, by JOSE name.
+pub fn rsa_algorithm(name: &str) -> Option<Algorithm> {
+    match name {
+        "RS256" => Some(Algorithm::RS256),
+        "RS384" => Some(Algorithm::RS384),
+        "RS512" => Some(Algorithm::RS512),
+        _ => None,
+    }
+}
+
+/// Verification keys by `kid`.
+pub struct KeyStore {
+    inner: Inner,
+}
+
+enum Inner {
+    Pem(Arc<PublicKey>),
+    Jwks(Arc<Jwks>),
+}
+
+impl fmt::Debug for KeyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            Inner::Pem(_) => f.write_str("KeyStore::Pem(<redacted>)"),
+            Inner::Jwks(jwks) => {
+                let cached = jwks.cache.read().map(|c| c.keys.len()).unwrap_or(0);
+                f.debug_struct("KeyStore::Jwks")
+                    .field("url", &jwks.url.as_str())
+                    .field("min_refetch_interval", &jwks.min_refetch_interval)
+                    .field("cached_keys", &cached)
+                    .finish()
+            }
+        }
+    }
+}
+
+impl KeyStore {
+    pub fn new(source: KeySource) -> Result<Self, KeyConfigError> {
+        let inner = match source {
+            KeySource::Pem(pem) => Inner::Pem(Arc::new(parse_pem(&pem)?)),
+            KeySource::Jwks {
+                url,
+                min_refetch_interval,
+            } => {
+                let url = parse_jwks_url(&url)?;
+                let client = reqwest::Client::builder()
+                    .timeout(FETCH_TIMEOUT)
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .redirect(reqwest::redirect::Policy::limited(3))
+                    .user_agent(concat!("tenant-plane-resolver/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| KeyConfigError::HttpClient(e.to_string()))?;
+                Inner::Jwks(Arc::new(Jwks {
+                    url,
+                    client,
+                    min_refetch_interval,
+                    cache: RwLock::new(Cache::default()),
+                    fetch_lock: tokio::sync::Mutex::new(()),
+                }))
+            }
+        };
+        Ok(Self { inner })
+    }
+
+    /// The key for a token's `kid`. With a PEM, its one key whatever the kid.
+    pub async fn key(&self, kid: Option<&str>) -> Result<Arc<PublicKey>, KeyError> {
+        match &self.inner {
+            Inner::Pem(key) => Ok(key.clone()),
+            Inner::Jwks(jwks) => {
+                let kid = kid.ok_or(KeyError::Unknown)?;
+                if let Some(key) = jwks.cached(kid, true) {
+                    return Ok(key);
+                }
+                // In a task of its own, so that a caller going away mid-fetch
+                // does not cancel a fetch other callers are waiting for.
+                let jwks = jwks.clone();
+                let kid = kid.to_owned();
+                tokio::spawn(async move { jwks.refresh_for(&kid).await })
+                    .await
+                    .unwrap_or_else(|_| Err(KeyError::Unavailable("key refresh failed".into())))
+            }
+        }
+    }
+}
+
+struct Jwks {
+    url: reqwest::Url,
+    client: reqwest::Client,
+    min_refetch_interval: Duration,
+    cache: RwLock<Cache>,
+    /// Held while deciding on and running a fetch: concurrent refetches wait
+    /// for the one in flight instead of starting their own.
+    fetch_lock: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Cache {
+    keys: HashMap<String, Arc<PublicKey>>,
+    /// Last successful fetch.
+    fetched_at: Option<Instant>,
+    /// Last fetch started, successful or not: the rate limit.
+    attempted_at: Option<Instant>,
+    last_error: Option<String>,
+}
+
+impl Cache {
+    fn is_fresh(&self) -> bool {
+        self.fetched_at.is_some_and(|t| t.elapsed() < JWKS_MAX_AGE)
+    }
+}
+
+impl Jwks {
+    fn cached(&self, kid: &str, fresh_only: bool) -> Option<Arc<PublicKey>> {
+        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
+        if fresh_only && !cache.is_fresh() {
+            return None;
+        }
+        cache.keys.get(kid).cloned()
+    }
+
+    async fn refresh_for(&self, kid: &str) -> Result<Arc<PublicKey>, KeyError> {
+        let _fetching = self.fetch_lock.lock().await;
+        // Whoever held the lock before us may have fetched this kid.
+        if let Some(key) = self.cached(kid, true) {
+            return Ok(key);
+        }
+        {
+            let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+            let allowed = cache
+                .attempted_at
+                .is_none_or(|t| t.elapsed() >= self.min_refetch_interval);
+            if !allowed {
+                if let Some(key) = cache.keys.get(kid) {
+                    return Ok(key.clone());
+                }
+                return Err(match (&cache.fetched_at, &cache.last_error) {
+                    (None, Some(error)) => KeyError::Unavailable(error.clone()),
+                    _ => KeyError::Unknown,
+                });
+            }
+            cache.attempted_at = Some(Instant::now());
+        }
+
+        let fetched = self.fetch().await;
+        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
+        match fetched {
+            Ok(keys) => {
+                tracing::debug!(url = %self.url, keys = keys.len(), "fetched JWKS");
+                cache.keys = keys;
+                cache.fetched_at = Some(Instant::now());
+                cache.last_error = None;
+                cache.keys.get(kid).cloned().ok_or(KeyError::Unknown)
+            }
+            Err(error) => {
+                tracing::warn!(url = %self.url, %error, "cannot fetch JWKS");
+                cache.last_error = Some(error.clone());
+                // A stale key is better than none while the JWKS is down.
+                cache
+                    .keys
+                    .get(kid)
+                    .cloned()
+                    .ok_or(KeyError::Unavailable(error))
+            }
+        }
+    }
+
+    async fn fetch(&self) -> Result<HashMap<String, Arc<PublicKey>>, String> {
+        let mut response = self
+            .client
+            .get(self.url.clone())
+            .header(reqwest::header::ACCEPT, "application/json")
+            .send()
+            .await
+            .map_err(|e| format!("GET JWKS: {e}"))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(format!("GET JWKS: HTTP {status}"));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| format!("reading JWKS: {e}"))?
+        {
+            if body.len() + chunk.len() > MAX_JWKS_BYTES {
+                return Err(format!("JWKS larger than {MAX_JWKS_BYTES} bytes"));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        parse_jwks(&body)
+    }
+}
+
+#[derive(Deserialize)]
+struct JwkSet {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawJwk {
+    kty: String,
+    kid: Option<String>,
+    #[serde(rename = "use")]
+    use_: Option<String>,
+    alg: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+}
+
+/// The RSA signing keys of a JWKS document, by kid; other keys are skipped.
+fn parse_jwks(body: &[u8]) -> Result<HashMap<String, Arc<PublicKey>>, String> {
+    let set: JwkSet =
+        serde_json::from_slice(body).map_err(|e| format!("JWKS is not a JWK set: {e}"))?;
+    let mut keys = HashMap::new();
+    for value in set.keys {
+        let Ok(jwk) = serde_json::from_value::<RawJwk>(value) else {
+            continue;
+        };
+        if jwk.kty != "RSA" || jwk.use_.as_deref().is_some_and(|u| u != "sig") {
+            continue;
+        }
+        let alg = match jwk.alg.as_deref() {
+            None => None,
+            Some(name) => match rsa_algorithm(name) {
+                Some(alg) => Some(alg),
+                None => continue,
+            },
+        };
+        let (Some(kid), Some(n), Some(e)) = (jwk.kid, jwk.n, jwk.e) else {
+            continue;
+        };
+        let Ok(key) = DecodingKey::from_rsa_components(&n, &e) else {
+            continue;
+        };
+        keys.entry(kid.clone()).or_insert_with(|| {
+            Arc::new(PublicKey {
+                kid: Some(kid),
+                alg,
+                key,
+            })
+        });
+    }
+    Ok(keys)
+}
+
+fn parse_pem(pem: &str) -> Result<PublicKey, KeyConfigError> {
+    let label = pem
+        .trim_start()
+        .strip_prefix("-----BEGIN ")
+        .and_then(|rest| rest.split_once("-----"))
+        .map(|(label, _)| label)
+        .ok_or(KeyConfigError::InvalidPem("not PEM"))?;
+    if label != "PUBLIC KEY" && label != "RSA PUBLIC KEY" {
+        return Err(KeyConfigError::InvalidPem(
+            "expected BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY",
+        ));
+    }
+    let key = DecodingKey::from_rsa_pem(pem.as_bytes())
+        .map_err(|_| KeyConfigError::InvalidPem("not an RSA public key"))?;
+    Ok(PublicKey {
+        kid: None,
+        alg: None,
+        key,
+    })
+}
+
+fn parse_jwks_url(url: &str) -> Result<reqwest::Url, KeyConfigError> {
+    let url = reqwest::Url::parse(url).map_err(|_| KeyConfigError::InvalidUrl("not a URL"))?;
+    let loopback = url.host_str().is_some_and(|host| {
+        host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    });
+    match url.scheme() {
+        "https" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(url),
+        "http" if loopback => Ok(url),
+        "http" => Err(KeyConfigError::InvalidUrl(
+            "plain http is only allowed on a loopback host",
+        )),
+        _ => Err(KeyConfigError::InvalidUrl("expected an https URL")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLERK_JWKS: &str = r#"{"keys":[{"use":"sig","kty":"RSA","kid":"ins_2GIoQhbUpy0hX7B2cVkuTMinXoD","alg":"RS256","n":"qYy3MY8fOneEyzNDu9lp6iGXKkNUF-u_dUnrlkadZYyB35efzKFJEr9fftmWv5PUj1uRHTQ3bh6X1cceOYsIjy008dHWZJsKhGOxgdTjeK91rjaklxt7tyFXEiKHIOr1LSgKzopClOfCIjxK_oPUOf38pVh7WnekcSBQmU5fqA-EzKMi6k9VwvbzqKlZM4XQsiFyn28d9VubJWjTU8nNot0n1NE-9k6TxM8nglM4RwkBH4Ni4B0LhKKOOV-AG8tBNiZVil415dpBldmJ_j0wk7Ad4VFi9en3Z17oCKr-K-zuT7vKMKSb1548dk0vnmi0vj2QGXSo-61wM5yQWpk6sQ","e":"AQAB"}]}"#;
+
+    #[test]
+    fn keeps_rsa_signing_keys_only() {
+        let body = r#"{"keys":[
+            {"kty":"RSA","kid":"good","n":"qYy3","e":"AQAB"},
+            {"kty":"RSA","kid":"enc","use":"enc","n":"qYy3","e":"AQAB"},
+            {"kty":"RSA","kid":"oaep","alg":"RSA-OAEP","n":"qYy3","e":"AQAB"},
+            {"kty":"RSA","kid":"ps","alg":"PS256","n":"qYy3","e":"AQAB"},
+            {"kty":"EC","kid":"ec","crv":"P-256","x":"AAAA","y":"AAAA"},
+            {"kty":"oct","kid":"hmac","k":"c2VjcmV0"},
+            {"kty":"RSA","n":"qYy3","e":"AQAB"},
+            {"kty":"RSA","kid":"no-n","e":"AQAB"},
+            {"kty":"RSA","kid":"bad-b64","n":"!!!","e":"AQAB"},
+            {"kty":"RSA","kid":"typed","n":1,"e":"AQAB"},
+            {"kty":"RSA","kid":"rs512","use":"sig","alg":"RS512","n":"qYy3","e":"AQAB"}
+        ]}"#;
+        let keys = parse_jwks(body.as_bytes()).unwrap();
+        let mut kids: Vec<_> = keys.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        assert_eq!(kids, ["good", "rs512"]);
+        assert_eq!(keys["rs512"].algorithm(), Some(Algorithm::RS512));
+        assert_eq!(keys["good"].algorithm(), None);
+    }
+
+    #[test]
+    fn parses_clerks_jwks() {
+        let keys = parse_jwks(CLERK_JWKS.as_bytes()).unwrap();
+        let key = &keys["ins_2GIoQhbUpy0hX7B2cVkuTMinXoD"];
+        assert_eq!(key.kid(), Some("ins_2GIoQhbUpy0hX7B2cVkuTMinXoD"));
+        assert_eq!(key.algorithm(), Some(Algorithm::RS256));
+    }
+
+    #[test]
+    fn refuses_documents_that_are_not_jwk_sets() {
+        for body in ["", "[]", "{}", r#"{"keys":{}}"#, "<html>"] {
+            assert!(parse_jwks(body.as_bytes()).is_err(), "accepted {body:?}");
+        }
+    }
+
+    #[test]
+    fn jwks_urls_are_https_or_loopback_http() {
+        for ok in [
+            "https://clerk.example.com/.well-known/jwks.json",
+            "http://127.0.0.1:1234/jwks",
+            "http://localhost/jwks",
+            "http://[::1]:8080/jwks",
+        ] {
+            assert!(parse_jwks_url(ok).is_ok(), "refused {ok}");
+        }
+        for bad in [
+            "http://clerk.example.com/jwks",
+            "ftp://clerk.example.com/jwks",
+            "file:///etc/passwd",
+            "not a url",
+        ] {
+            assert!(parse_jwks_url(bad).is_err(), "accepted {bad}");
+        }
+    }
+
+    #[test]
+    fn clerk_jwks_url_is_under_the_issuer() {
+        let KeySource::Jwks { url, .. } = KeySource::clerk_jwks("https://clerk.example.com/")
+        else {
+            panic!("not a JWKS source");
+        };
+        assert_eq!(url, "https://clerk.example.com/.well-known/jwks.json");
+    }
+
+    #[test]
+    fn refuses_pems_that_are_not_rsa_public_keys() {
+        let private = "-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n";
+        assert_eq!(
+            parse_pem(private).unwrap_err(),
+            KeyConfigError::InvalidPem("expected BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY")
+        );
+        assert!(parse_pem("").is_err());
+        assert!(parse_pem("-----BEGIN PUBLIC KEY-----\n!!\n-----END PUBLIC KEY-----\n").is_err());
+        // An EC public key (P-256).
+        let ec = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEVs/o5+uQbTjL3chynL4wXgUg2R9\nq9UU8I5mEovUf86QZ7kOBIjJwqnzD1omageEHWwHdBO6B+dFabmdT9POxg==\n-----END PUBLIC KEY-----\n";
+        assert!(parse_pem(ec).is_err());
+    }
+
+    #[test]
+    fn debug_output_is_redacted() {
+        let source = KeySource::Pem("-----BEGIN PUBLIC KEY-----\nsecretish\n".into());
+        assert_eq!(format!("{source:?}"), "Pem(<redacted>)");
+        let keys = parse_jwks(CLERK_JWKS.as_bytes()).unwrap();
+        let shown = format!("{:?}", keys.values().next().unwrap());
+        assert!(!shown.contains("qYy3"), "{shown}");
+        assert!(shown.contains("<redacted>"), "{shown}");
+    }
+}

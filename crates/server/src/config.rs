@@ -36,6 +36,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub http: HttpSettings,
     pub clerk: ClerkSettings,
+    pub resolver: ResolverSettings,
+    pub internal: InternalSettings,
     pub tenants: TenantSettings,
     pub crypto: CryptoSettings,
     pub worker: WorkerSettings,
@@ -103,6 +105,53 @@ pub struct HttpSettings {
 #[serde(deny_unknown_fields)]
 pub struct ClerkSettings {
     pub webhook_secret: Option<SecretString>,
+    pub issuer: Option<String>,
+    pub jwks_url: Option<String>,
+    pub jwt_public_key: Option<String>,
+    #[serde(deserialize_with = "comma_list")]
+    pub authorized_parties: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResolverSettings {
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+    pub tenant_claim: Option<String>,
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    pub pool_per_tenant: usize,
+    pub pool_budget: usize,
+    #[serde(with = "humantime_serde")]
+    pub jwks_min_refetch: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternalSettings {
+    #[serde(deserialize_with = "secret_list")]
+    pub tokens: Vec<SecretString>,
+    pub expose_passwords: bool,
+}
+
+/// "a, b,c" (as environment variables give lists) -> ["a", "b", "c"].
+fn split_list(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn comma_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    Ok(split_list(&String::deserialize(d)?))
+}
+
+fn secret_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
+    Ok(split_list(&String::deserialize(d)?)
+        .into_iter()
+        .map(SecretString::from)
+        .collect())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -179,6 +228,31 @@ impl Settings {
                 key: "crypto.key",
                 reason: e.to_string(),
             })?;
+        }
+        if let Some(issuer) = &self.clerk.issuer {
+            if !issuer.starts_with("https://") && !issuer.starts_with("http://") {
+                return Err(invalid(
+                    "clerk.issuer",
+                    "must be the instance's URL (https://...)",
+                ));
+            }
+        }
+        if self.resolver.pool_per_tenant == 0 || self.resolver.pool_budget == 0 {
+            return Err(invalid(
+                "resolver.pool_budget",
+                "pool sizes must be greater than 0",
+            ));
+        }
+        if self
+            .internal
+            .tokens
+            .iter()
+            .any(|t| t.expose_secret().len() < 16)
+        {
+            return Err(invalid(
+                "internal.tokens",
+                "each token must be at least 16 characters",
+            ));
         }
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency", "must be greater than 0"));
@@ -387,6 +461,29 @@ mod tests {
             let err = load(&[env]).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
         }
+    }
+
+    #[test]
+    fn lists_come_comma_separated() {
+        let s = load(&[
+            (
+                "TENANT_PLANE__CLERK__AUTHORIZED_PARTIES",
+                "https://a.example, https://b.example",
+            ),
+            (
+                "TENANT_PLANE__INTERNAL__TOKENS",
+                "0123456789abcdef0123,fedcba9876543210fedc",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(
+            s.clerk.authorized_parties,
+            ["https://a.example", "https://b.example"]
+        );
+        assert_eq!(s.internal.tokens.len(), 2);
+        assert!(!format!("{s:?}").contains("0123456789abcdef0123"));
+        let err = load(&[("TENANT_PLANE__INTERNAL__TOKENS", "short")]).unwrap_err();
+        assert!(err.to_string().contains("internal.tokens"));
     }
 
     #[test]

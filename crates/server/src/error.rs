@@ -16,6 +16,18 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
     BadBody(String),
+    #[error("missing or invalid service token")]
+    Unauthorized,
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotConfigured(&'static str),
+    #[error(transparent)]
+    Resolve(#[from] resolver::ResolveError),
     #[error("the control-plane database is unavailable; retry later")]
     Unavailable(#[source] RegistryError),
     #[error("internal error")]
@@ -38,9 +50,26 @@ pub struct ErrorBody<'a> {
     pub message: String,
 }
 
+impl From<registry::tenants::ActionError> for ApiError {
+    fn from(e: registry::tenants::ActionError) -> Self {
+        use registry::tenants::ActionError;
+        match e {
+            ActionError::NotFound(_) => ApiError::NotFound("no such tenant"),
+            ActionError::Conflict { .. } => ApiError::Conflict(e.to_string()),
+            ActionError::Registry(e) => e.into(),
+        }
+    }
+}
+
 impl ApiError {
     fn code(&self) -> &'static str {
         match self {
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::NotConfigured(_) => "not_configured",
+            ApiError::Resolve(e) => e.code(),
             ApiError::Signature(_) => "invalid_signature",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::BadBody(_) => "bad_request",
@@ -53,7 +82,12 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Signature(_) | ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Resolve(e) => e.status(),
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -68,8 +102,13 @@ impl ResponseError for ApiError {
             other => tracing::info!(error = %other, "request refused"),
         }
         let mut response = HttpResponse::build(self.status_code());
-        if matches!(self, ApiError::Unavailable(_)) {
-            response.insert_header(("Retry-After", "5"));
+        let retry_after = match self {
+            ApiError::Unavailable(_) => Some(5),
+            ApiError::Resolve(e) => e.retry_after(),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response.insert_header(("Retry-After", secs.to_string()));
         }
         response.json(ErrorBody {
             error: self.code(),

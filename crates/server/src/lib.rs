@@ -2,6 +2,7 @@
 //! HTTP application and the CLI commands. `main.rs` only dispatches.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;

@@ -12,6 +12,12 @@ use actix_web::{web, App, HttpMessage, HttpServer};
 use anyhow::Context;
 use deadpool_postgres::Pool;
 use registry::reconciler::Reconciler;
+use resolver::clock::SystemClock;
+use resolver::jwks::KeySource;
+use resolver::pools::PoolLimits;
+use resolver::token::VerifierConfig;
+use resolver::{Resolver, ResolverConfig};
+use secrecy::SecretString;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing_actix_web::{RequestId, TracingLogger};
@@ -25,6 +31,17 @@ pub struct AppState {
     pub inbox: Inbox,
     pub verifier: Arc<WebhookVerifier>,
     pub body_limit: usize,
+    pub service_tokens: Vec<SecretString>,
+    /// Present when `clerk.issuer` is configured.
+    pub resolver: Option<Arc<Resolver>>,
+    pub expose_passwords: bool,
+}
+
+impl AppState {
+    /// The control-plane pool.
+    pub fn pool(&self) -> &Pool {
+        self.inbox.pool()
+    }
 }
 
 pub struct Application {
@@ -53,11 +70,19 @@ impl Application {
             .then(|| spawn_worker(settings, reconciler.clone()))
             .transpose()?;
 
+        let resolver = build_resolver(settings, pool.clone())?;
+        if let Some(resolver) = &resolver {
+            resolver.listen_for_changes(registry::pool::parse_url(settings.database_url()?)?);
+        }
         let port = listener.local_addr()?.port();
+        crate::telemetry::prometheus();
         let state = web::Data::new(AppState {
             inbox: Inbox::new(pool),
             verifier: Arc::new(verifier),
             body_limit: settings.http.body_limit,
+            service_tokens: settings.internal.tokens.clone(),
+            resolver,
+            expose_passwords: settings.internal.expose_passwords,
         });
         let server = HttpServer::new(move || {
             App::new()
@@ -67,6 +92,8 @@ impl Application {
                 .service(routes::webhooks::clerk_webhook)
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)
+                .service(routes::health::metrics_route)
+                .configure(routes::internal::configure)
         })
         .listen(listener)?
         .run();
@@ -111,6 +138,42 @@ pub fn spawn_worker(
         stopped,
     ));
     Ok((stop, handle))
+}
+
+/// The resolver, when `clerk.issuer` is configured.
+pub fn build_resolver(settings: &Settings, control: Pool) -> anyhow::Result<Option<Arc<Resolver>>> {
+    let Some(issuer) = settings.clerk.issuer.clone() else {
+        return Ok(None);
+    };
+    let keys = match &settings.clerk.jwt_public_key {
+        Some(pem) => KeySource::Pem(pem.clone()),
+        None => KeySource::Jwks {
+            url: settings.clerk.jwks_url.clone().unwrap_or_else(|| {
+                format!("{}/.well-known/jwks.json", issuer.trim_end_matches('/'))
+            }),
+            min_refetch_interval: settings.resolver.jwks_min_refetch,
+        },
+    };
+    let config = ResolverConfig {
+        token: VerifierConfig {
+            issuer,
+            keys,
+            authorized_parties: settings.clerk.authorized_parties.clone(),
+            clock_skew: settings.resolver.clock_skew,
+            allow_pending_sessions: false,
+            tenant_claim: settings.resolver.tenant_claim.clone(),
+        },
+        pools: PoolLimits {
+            per_tenant: settings.resolver.pool_per_tenant,
+            budget: settings.resolver.pool_budget,
+            acquire_timeout: settings.database.acquire_timeout,
+            ..PoolLimits::default()
+        },
+        cache_ttl: settings.resolver.cache_ttl,
+    };
+    let resolver = Resolver::new(config, control, settings.cipher()?, Arc::new(SystemClock))
+        .context("clerk.jwt_public_key")?;
+    Ok(Some(Arc::new(resolver)))
 }
 
 /// The control-plane pool, from settings.

@@ -2,6 +2,9 @@
 //! line in production. Logs go to stderr so that CLI output on stdout stays
 //! clean for scripts.
 
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
@@ -23,4 +26,15 @@ pub fn init(format: LogFormat, level: &str) {
             .with_span_list(false)
             .try_init(),
     };
+}
+
+/// The process-wide Prometheus recorder (installed on first use; several
+/// applications in one test process share it).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        PrometheusBuilder::new()
+            .install_recorder()
+            .expect("the Prometheus recorder is installed once")
+    })
 }

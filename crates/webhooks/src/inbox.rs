@@ -176,6 +176,13 @@ impl Inbox {
         };
         tx.commit().await?;
         span.record("outcome", outcome.as_str());
+        // Signed deliveries only, so the type label's cardinality is Clerk's.
+        metrics::counter!(
+            "tenant_plane_webhooks_total",
+            "type" => event_type.to_owned(),
+            "outcome" => outcome.as_str()
+        )
+        .increment(1);
         tracing::info!("webhook received");
         Ok(outcome)
     }

@@ -1,4 +1,4 @@
-//! Liveness and readiness probes.
+//! Liveness, readiness and metrics.
 
 use actix_web::{get, web, HttpResponse};
 use serde_json::json;
@@ -7,6 +7,7 @@ use crate::startup::AppState;
 
 /// Alive: the process answers. Never touches the database, so a database
 /// outage does not get the pod restarted.
+#[utoipa::path(get, path = "/healthz", responses((status = 200, description = "alive")))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
@@ -14,9 +15,10 @@ pub async fn healthz() -> HttpResponse {
 
 /// Ready: the control-plane database answers and holds the schema this binary
 /// expects.
+#[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let verdict = match state.inbox.pool().get().await {
+    let verdict = match state.pool().get().await {
         Err(e) => Err(format!("control-plane database unavailable: {e}")),
         Ok(client) => registry::schema::check(&client)
             .await
@@ -27,4 +29,40 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         Err(message) => HttpResponse::ServiceUnavailable()
             .json(json!({ "error": "not_ready", "message": message })),
     }
+}
+
+/// Prometheus metrics. Gauges that describe state (tenants by status,
+/// resolver cache and pools) are read at scrape time.
+#[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
+#[get("/metrics")]
+pub async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
+    if let Ok(client) = state.pool().get().await {
+        if let Ok(rows) = client
+            .query(
+                "SELECT status, count(*) FROM tenant_registry GROUP BY status",
+                &[],
+            )
+            .await
+        {
+            for status in registry::status::TenantStatus::ALL {
+                let n = rows
+                    .iter()
+                    .find(|r| r.get::<_, &str>(0) == status.as_str())
+                    .map_or(0, |r| r.get::<_, i64>(1));
+                metrics::gauge!("tenant_plane_tenants", "status" => status.as_str()).set(n as f64);
+            }
+        }
+    }
+    if let Some(resolver) = &state.resolver {
+        let cache = resolver.cache_stats();
+        metrics::gauge!("tenant_plane_resolver_cache_hits").set(cache.hits as f64);
+        metrics::gauge!("tenant_plane_resolver_cache_misses").set(cache.misses as f64);
+        let pools = resolver.pool_stats();
+        metrics::gauge!("tenant_plane_resolver_pools").set(pools.pools as f64);
+        metrics::gauge!("tenant_plane_resolver_connections_open").set(pools.open as f64);
+        metrics::gauge!("tenant_plane_resolver_connections_in_use").set(pools.in_use as f64);
+    }
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(crate::telemetry::prometheus().render())
 }

@@ -230,3 +230,30 @@ async fn a_slug_taken_over_by_another_organization_moves_to_the_newest_claim() {
         Some("elsewhere")
     );
 }
+
+#[tokio::test]
+async fn concurrent_claims_of_one_slug_all_succeed_and_the_newest_holds_it() {
+    let app = spawn_app().await;
+    let orgs: Vec<SampleIds> = (0..12).map(|_| SampleIds::random()).collect();
+    let events: Vec<SampleEvent> = orgs
+        .iter()
+        .enumerate()
+        .map(|(i, ids)| event("organization.created", ids, "Same Name", T0 + i as i64))
+        .collect();
+    let sends = events.iter().map(|e| app.send(e));
+    for outcome in futures::future::join_all(sends).await {
+        assert_eq!(outcome, "applied");
+    }
+    let holders: Vec<String> = app
+        .client
+        .query(
+            "SELECT clerk_org_id FROM tenant_registry WHERE slug = 'same-name'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(holders, [orgs.last().unwrap().org_id.to_string()]);
+}

@@ -1,0 +1,93 @@
+//! The internal API's wire types (JSON), with their OpenAPI schemas.
+#![forbid(unsafe_code)]
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use uuid::Uuid;
+
+/// Every error: a stable machine-readable code and a human message.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// e.g. `tenant_unknown`, `token_expired`, `unauthorized`.
+    pub error: String,
+    pub message: String,
+}
+
+/// A tenant as the registry holds it.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Tenant {
+    pub id: Uuid,
+    pub clerk_org_id: String,
+    pub slug: Option<String>,
+    pub name: String,
+    /// pending, provisioning, active, suspending, suspended, deleting, deleted, failed
+    pub status: String,
+    /// active, suspended, deleted
+    pub desired_state: String,
+    pub plan: String,
+    pub db_host: Option<String>,
+    pub db_name: Option<String>,
+    pub db_role: Option<String>,
+    pub template_version: Option<i32>,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub deleted_at: Option<DateTime<Utc>>,
+    pub purge_after: Option<DateTime<Utc>>,
+}
+
+/// A page of tenants, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TenantPage {
+    pub data: Vec<Tenant>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next_after: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+pub struct ListTenantsQuery {
+    /// Only tenants in this status.
+    pub status: Option<String>,
+    /// The `next_after` of the previous page.
+    pub after: Option<Uuid>,
+    /// Page size, 1-500 (default 100).
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResolveRequest {
+    /// A Clerk session token (JWT), as the application received it.
+    pub token: String,
+}
+
+/// The verified claims of the session.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct SessionClaims {
+    pub user_id: String,
+    pub session_id: Option<String>,
+    pub org_id: String,
+    pub org_role: Option<String>,
+    pub org_slug: Option<String>,
+    pub org_permissions: Vec<String>,
+}
+
+/// How to reach the tenant's database as its own role.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Connection {
+    pub host: String,
+    pub port: u16,
+    pub database: String,
+    pub role: String,
+    /// Only when the server is configured to expose it
+    /// (`internal.expose_passwords`).
+    pub password: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ResolveResponse {
+    pub tenant: Tenant,
+    pub claims: SessionClaims,
+    pub connection: Connection,
+}

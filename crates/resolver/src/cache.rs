@@ -1,0 +1,157 @@
+//! Organization -> tenant look-ups, cached. Entries are dropped when the
+//! registry announces a change to their tenant (NOTIFY), and expire after a
+//! TTL as a backstop for missed notifications.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use registry::crypto::PasswordCipher;
+use registry::ids::{ClerkOrgId, TenantId};
+use registry::status::TenantStatus;
+use registry::tenants::{self, TenantCredentials, TenantKey};
+use serde::Serialize;
+
+/// What the resolver knows of a tenant. Credentials only for active tenants.
+#[derive(Clone, Serialize)]
+pub struct ResolvedTenant {
+    pub id: TenantId,
+    pub clerk_org_id: String,
+    pub slug: Option<String>,
+    pub name: String,
+    pub status: TenantStatus,
+    pub db_host: Option<String>,
+    pub db_name: Option<String>,
+    pub db_role: Option<String>,
+    pub template_version: Option<i32>,
+    #[serde(skip)]
+    pub(crate) credentials: Option<TenantCredentials>,
+}
+
+impl std::fmt::Debug for ResolvedTenant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedTenant")
+            .field("id", &self.id)
+            .field("clerk_org_id", &self.clerk_org_id)
+            .field("status", &self.status)
+            .field("db_name", &self.db_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ResolvedTenant {
+    /// Connection parameters (host, port, database, role, password).
+    pub fn credentials(&self) -> Option<&TenantCredentials> {
+        self.credentials.as_ref()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LookupError {
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    #[error(transparent)]
+    Credentials(#[from] tenants::CredentialsError),
+}
+
+struct Entry {
+    tenant: Arc<ResolvedTenant>,
+    fetched: Instant,
+}
+
+/// Hit and miss counts since start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: u64,
+    pub misses: u64,
+}
+
+pub struct TenantCache {
+    control: Pool,
+    cipher: PasswordCipher,
+    ttl: Duration,
+    entries: Mutex<HashMap<ClerkOrgId, Entry>>,
+    stats: Mutex<CacheStats>,
+}
+
+impl TenantCache {
+    pub fn new(control: Pool, cipher: PasswordCipher, ttl: Duration) -> Self {
+        Self {
+            control,
+            cipher,
+            ttl,
+            entries: Mutex::new(HashMap::new()),
+            stats: Mutex::new(CacheStats::default()),
+        }
+    }
+
+    /// The tenant of an organization, or None if the registry has none.
+    pub async fn get(&self, org: &ClerkOrgId) -> Result<Option<Arc<ResolvedTenant>>, LookupError> {
+        if let Some(hit) = self.cached(org) {
+            self.stats.lock().expect("stats lock").hits += 1;
+            return Ok(Some(hit));
+        }
+        self.stats.lock().expect("stats lock").misses += 1;
+        let client = self
+            .control
+            .get()
+            .await
+            .map_err(registry::RegistryError::from)?;
+        let Some(t) = tenants::get(&client, TenantKey::ClerkOrg(org.as_str())).await? else {
+            // Unknown organizations are not cached: the tenant may be
+            // registered by the next webhook.
+            return Ok(None);
+        };
+        let credentials = if t.status == TenantStatus::Active {
+            Some(tenants::credentials(&client, &self.cipher, &t).await?)
+        } else {
+            None
+        };
+        let resolved = Arc::new(ResolvedTenant {
+            id: t.id,
+            clerk_org_id: t.clerk_org_id,
+            slug: t.slug,
+            name: t.name,
+            status: t.status,
+            db_host: t.db_host,
+            db_name: t.db_name,
+            db_role: t.db_role,
+            template_version: t.template_version,
+            credentials,
+        });
+        self.entries.lock().expect("cache lock").insert(
+            org.clone(),
+            Entry {
+                tenant: resolved.clone(),
+                fetched: Instant::now(),
+            },
+        );
+        Ok(Some(resolved))
+    }
+
+    fn cached(&self, org: &ClerkOrgId) -> Option<Arc<ResolvedTenant>> {
+        let entries = self.entries.lock().expect("cache lock");
+        entries
+            .get(org)
+            .filter(|e| e.fetched.elapsed() < self.ttl)
+            .map(|e| e.tenant.clone())
+    }
+
+    /// Forgets a tenant (its status or placement changed).
+    pub fn invalidate(&self, tenant: TenantId) {
+        self.entries
+            .lock()
+            .expect("cache lock")
+            .retain(|_, e| e.tenant.id != tenant);
+    }
+
+    /// Forgets everything (after missing notifications).
+    pub fn clear(&self) {
+        self.entries.lock().expect("cache lock").clear();
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        *self.stats.lock().expect("stats lock")
+    }
+}

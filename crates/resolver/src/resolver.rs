@@ -1,0 +1,275 @@
+//! `Resolver::resolve(token)`: verify a Clerk session token, find the tenant
+//! of its organization, and hand out that tenant's connection pool.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use deadpool_postgres::Pool;
+use futures::StreamExt;
+use registry::crypto::PasswordCipher;
+use registry::ids::TenantId;
+use registry::status::TenantStatus;
+use registry::tenants::CHANGED_CHANNEL;
+use tokio::task::JoinHandle;
+use tokio_postgres::AsyncMessage;
+
+use crate::cache::{CacheStats, LookupError, ResolvedTenant, TenantCache};
+use crate::clock::Clock;
+use crate::pools::{PoolError, PoolLimits, PoolManager, PoolStats, PooledConn};
+use crate::token::{TokenConfigError, TokenError, TokenVerifier, VerifiedSession, VerifierConfig};
+
+/// Everything the resolver needs to know.
+#[derive(Debug, Clone)]
+pub struct ResolverConfig {
+    pub token: VerifierConfig,
+    pub pools: PoolLimits,
+    /// Backstop expiry of cached tenants (NOTIFY invalidates them first).
+    pub cache_ttl: Duration,
+}
+
+/// Why a token did not resolve to a usable tenant. Each has its own HTTP
+/// status and stable code, used by the extractor and the internal API alike.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("the session has no active organization; select an organization first")]
+    NoOrganization,
+    #[error("the token's tenant claim does not match its organization")]
+    TenantClaimMismatch,
+    #[error("no tenant exists for this organization")]
+    UnknownTenant,
+    #[error("the tenant is suspended")]
+    Suspended,
+    #[error("the tenant has been deleted")]
+    Deleted,
+    #[error("the tenant's database is being provisioned; retry shortly")]
+    Provisioning,
+    #[error("the tenant's database could not be provisioned; an operator has been alerted")]
+    Failed,
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    #[error("tenant directory unavailable: {0}")]
+    Lookup(#[from] LookupError),
+}
+
+impl ResolveError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ResolveError::Token(_) => StatusCode::UNAUTHORIZED,
+            ResolveError::NoOrganization | ResolveError::TenantClaimMismatch => {
+                StatusCode::FORBIDDEN
+            }
+            ResolveError::Suspended => StatusCode::FORBIDDEN,
+            ResolveError::UnknownTenant => StatusCode::NOT_FOUND,
+            ResolveError::Deleted => StatusCode::GONE,
+            ResolveError::Failed => StatusCode::CONFLICT,
+            ResolveError::Provisioning | ResolveError::Pool(_) | ResolveError::Lookup(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            ResolveError::Token(e) => e.code(),
+            ResolveError::NoOrganization => "no_organization",
+            ResolveError::TenantClaimMismatch => "tenant_claim_mismatch",
+            ResolveError::UnknownTenant => "tenant_unknown",
+            ResolveError::Suspended => "tenant_suspended",
+            ResolveError::Deleted => "tenant_deleted",
+            ResolveError::Provisioning => "tenant_provisioning",
+            ResolveError::Failed => "tenant_failed",
+            ResolveError::Pool(PoolError::Exhausted(_)) => "pool_exhausted",
+            ResolveError::Pool(_) => "tenant_database_unavailable",
+            ResolveError::Lookup(_) => "unavailable",
+        }
+    }
+
+    /// Seconds after which a retry may succeed, for `Retry-After`.
+    pub fn retry_after(&self) -> Option<u32> {
+        match self {
+            ResolveError::Provisioning => Some(2),
+            ResolveError::Pool(_) | ResolveError::Lookup(_) => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// A resolved request: who, which tenant, and how to reach its database.
+#[derive(Clone)]
+pub struct TenantContext {
+    pub tenant: Arc<ResolvedTenant>,
+    pub session: VerifiedSession,
+    pub pool: TenantPool,
+}
+
+impl TenantContext {
+    /// The organization role of the session (`org:admin`, ...).
+    pub fn org_role(&self) -> Option<&str> {
+        self.session.org.as_ref().and_then(|o| o.role.as_deref())
+    }
+}
+
+/// A handle on one tenant's pool.
+#[derive(Clone)]
+pub struct TenantPool {
+    manager: PoolManager,
+    tenant: Arc<ResolvedTenant>,
+}
+
+impl TenantPool {
+    /// Checks out a connection to the tenant's database as the tenant's role.
+    pub async fn get(&self) -> Result<PooledConn, PoolError> {
+        let credentials = self.tenant.credentials().ok_or(PoolError::Closed)?;
+        self.manager.get(self.tenant.id, credentials).await
+    }
+}
+
+pub struct Resolver {
+    verifier: TokenVerifier,
+    cache: TenantCache,
+    pools: PoolManager,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverSetupError {
+    #[error(transparent)]
+    Token(#[from] TokenConfigError),
+}
+
+impl Resolver {
+    /// `control` reaches the control-plane database (read-only use);
+    /// `cipher` opens the tenant role passwords stored there.
+    pub fn new(
+        config: ResolverConfig,
+        control: Pool,
+        cipher: PasswordCipher,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ResolverSetupError> {
+        Ok(Self {
+            verifier: TokenVerifier::new(config.token, clock)?,
+            cache: TenantCache::new(control, cipher, config.cache_ttl),
+            pools: PoolManager::new(config.pools),
+        })
+    }
+
+    /// Verifies `token` and finds its active tenant. No connection is opened
+    /// until the caller asks the returned pool for one.
+    #[tracing::instrument(name = "resolve", skip_all, fields(org_id, tenant_id))]
+    pub async fn resolve(&self, token: &str) -> Result<TenantContext, ResolveError> {
+        let session = self.verifier.verify(token).await?;
+        let org = session.org.as_ref().ok_or(ResolveError::NoOrganization)?;
+        let span = tracing::Span::current();
+        span.record("org_id", org.id.as_str());
+        let tenant = self
+            .cache
+            .get(&org.id)
+            .await?
+            .ok_or(ResolveError::UnknownTenant)?;
+        span.record("tenant_id", tracing::field::display(tenant.id));
+        // A tenant id carried by a session-token template short-cuts nothing
+        // on trust: it must name the organization's own tenant.
+        if let Some(claimed) = &session.tenant_claim {
+            if claimed != &tenant.id.to_string() {
+                return Err(ResolveError::TenantClaimMismatch);
+            }
+        }
+        match tenant.status {
+            TenantStatus::Active => {}
+            TenantStatus::Suspended | TenantStatus::Suspending => {
+                return Err(ResolveError::Suspended)
+            }
+            TenantStatus::Deleted | TenantStatus::Deleting => return Err(ResolveError::Deleted),
+            TenantStatus::Failed => return Err(ResolveError::Failed),
+            TenantStatus::Pending | TenantStatus::Provisioning => {
+                return Err(ResolveError::Provisioning)
+            }
+        }
+        Ok(TenantContext {
+            pool: TenantPool {
+                manager: self.pools.clone(),
+                tenant: tenant.clone(),
+            },
+            tenant,
+            session,
+        })
+    }
+
+    /// Drops what is known of a tenant and closes its pool: called when the
+    /// registry announces a change (suspended, deleted, moved...).
+    pub fn invalidate(&self, tenant: TenantId) {
+        self.cache.invalidate(tenant);
+        self.pools.close(tenant);
+    }
+
+    pub fn cache_stats(&self) -> CacheStats {
+        self.cache.stats()
+    }
+
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pools.stats()
+    }
+
+    pub fn has_pool(&self, tenant: TenantId) -> bool {
+        self.pools.has_pool(tenant)
+    }
+
+    /// Listens for tenant changes on the control database and invalidates
+    /// at once; reconnects after failures, clearing the cache since
+    /// notifications may have been missed meanwhile. Also sweeps idle pools.
+    pub fn listen_for_changes(self: &Arc<Self>, config: tokio_postgres::Config) -> JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                this.listen_once(&config).await;
+                this.cache.clear();
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        })
+    }
+
+    async fn listen_once(&self, config: &tokio_postgres::Config) {
+        let (client, mut connection) = match config.connect(tokio_postgres::NoTls).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "resolver cannot open its LISTEN connection");
+                return;
+            }
+        };
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let AsyncMessage::Notification(n) = message {
+                    let _ = tx.send(n.payload().to_owned());
+                }
+            }
+        });
+        if let Err(e) = client
+            .batch_execute(&format!("LISTEN {CHANGED_CHANNEL}"))
+            .await
+        {
+            tracing::warn!(error = %e, "resolver LISTEN failed");
+            driver.abort();
+            return;
+        }
+        let mut sweep = tokio::time::interval(Duration::from_secs(30));
+        loop {
+            tokio::select! {
+                payload = rx.recv() => match payload {
+                    Some(payload) => match payload.parse::<uuid::Uuid>() {
+                        Ok(id) => self.invalidate(TenantId::from(id)),
+                        Err(_) => self.cache.clear(),
+                    },
+                    None => break,
+                },
+                _ = sweep.tick() => {
+                    self.pools.sweep();
+                }
+            }
+        }
+        driver.abort();
+    }
+}

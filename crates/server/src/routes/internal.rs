@@ -1,0 +1,320 @@
+//! The internal API for other services: tenant look-ups and actions, and the
+//! resolver over HTTP for services not written in Rust. Every route takes a
+//! [`ServiceCaller`], i.e. requires a bearer service token.
+
+use actix_web::{delete, get, post, web, HttpResponse};
+use api::{
+    Connection, ErrorBody, ListTenantsQuery, ResolveRequest, ResolveResponse, SessionClaims,
+    Tenant as TenantView, TenantPage,
+};
+use registry::ids::TenantId;
+use registry::status::TenantStatus;
+use registry::tenants::{self, Action, Tenant, TenantKey};
+use uuid::Uuid;
+
+use crate::auth::ServiceCaller;
+use crate::error::ApiError;
+use crate::startup::AppState;
+
+pub fn view(t: &Tenant) -> TenantView {
+    TenantView {
+        id: t.id.as_uuid(),
+        clerk_org_id: t.clerk_org_id.clone(),
+        slug: t.slug.clone(),
+        name: t.name.clone(),
+        status: t.status.to_string(),
+        desired_state: t.desired_state.to_string(),
+        plan: t.plan.clone(),
+        db_host: t.db_host.clone(),
+        db_name: t.db_name.clone(),
+        db_role: t.db_role.clone(),
+        template_version: t.template_version,
+        attempts: t.attempts,
+        last_error: t.last_error.clone(),
+        created_at: t.created_at,
+        updated_at: t.updated_at,
+        deleted_at: t.deleted_at,
+        purge_after: t.purge_after,
+    }
+}
+
+async fn find(state: &AppState, key: TenantKey<'_>) -> Result<TenantView, ApiError> {
+    let client = state
+        .pool()
+        .get()
+        .await
+        .map_err(registry::RegistryError::from)?;
+    tenants::get(&client, key)
+        .await?
+        .map(|t| view(&t))
+        .ok_or(ApiError::NotFound("no such tenant"))
+}
+
+/// List tenants, oldest first, optionally of one status.
+#[utoipa::path(
+    get, path = "/internal/v1/tenants", params(ListTenantsQuery),
+    responses((status = 200, body = TenantPage), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("service_token" = []))
+)]
+#[get("/internal/v1/tenants")]
+pub async fn list(
+    _: ServiceCaller,
+    state: web::Data<AppState>,
+    query: web::Query<ListTenantsQuery>,
+) -> Result<web::Json<TenantPage>, ApiError> {
+    let status = query
+        .status
+        .as_deref()
+        .map(str::parse::<TenantStatus>)
+        .transpose()
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let limit = query.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest(
+            "limit must be between 1 and 500".into(),
+        ));
+    }
+    let client = state
+        .pool()
+        .get()
+        .await
+        .map_err(registry::RegistryError::from)?;
+    let page = tenants::list(&client, status, query.after.map(TenantId::from), limit).await?;
+    let next_after = (page.len() as i64 == limit)
+        .then(|| page.last().map(|t| t.id.as_uuid()))
+        .flatten();
+    Ok(web::Json(TenantPage {
+        data: page.iter().map(view).collect(),
+        next_after,
+    }))
+}
+
+/// A tenant by its id.
+#[utoipa::path(
+    get, path = "/internal/v1/tenants/{id}",
+    responses((status = 200, body = TenantView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("service_token" = []))
+)]
+#[get("/internal/v1/tenants/{id}")]
+pub async fn by_id(
+    _: ServiceCaller,
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> Result<web::Json<TenantView>, ApiError> {
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::NotFound("no such tenant"))?;
+    Ok(web::Json(
+        find(&state, TenantKey::Id(TenantId::from(id))).await?,
+    ))
+}
+
+/// A tenant by its Clerk organization id.
+#[utoipa::path(
+    get, path = "/internal/v1/tenants/by-org/{clerk_org_id}",
+    responses((status = 200, body = TenantView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("service_token" = []))
+)]
+#[get("/internal/v1/tenants/by-org/{clerk_org_id}")]
+pub async fn by_org(
+    _: ServiceCaller,
+    state: web::Data<AppState>,
+    org: web::Path<String>,
+) -> Result<web::Json<TenantView>, ApiError> {
+    Ok(web::Json(find(&state, TenantKey::ClerkOrg(&org)).await?))
+}
+
+/// A tenant by its slug.
+#[utoipa::path(
+    get, path = "/internal/v1/tenants/by-slug/{slug}",
+    responses((status = 200, body = TenantView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    security(("service_token" = []))
+)]
+#[get("/internal/v1/tenants/by-slug/{slug}")]
+pub async fn by_slug(
+    _: ServiceCaller,
+    state: web::Data<AppState>,
+    slug: web::Path<String>,
+) -> Result<web::Json<TenantView>, ApiError> {
+    Ok(web::Json(find(&state, TenantKey::Slug(&slug)).await?))
+}
+
+async fn act(
+    state: &AppState,
+    id: &str,
+    action: Action,
+) -> Result<web::Json<TenantView>, ApiError> {
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::NotFound("no such tenant"))?;
+    let mut client = state
+        .pool()
+        .get()
+        .await
+        .map_err(registry::RegistryError::from)?;
+    let t = tenants::act(&mut client, TenantId::from(id), action, "internal-api").await?;
+    Ok(web::Json(view(&t)))
+}
+
+macro_rules! action_route {
+    ($fn:ident, $method:ident, $path:literal, $action:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[utoipa::path(
+                    $method, path = $path,
+                    responses((status = 200, body = TenantView), (status = 404, body = ErrorBody),
+                              (status = 409, body = ErrorBody), (status = 401, body = ErrorBody)),
+                    security(("service_token" = []))
+                )]
+        #[$method($path)]
+        pub async fn $fn(
+            _: ServiceCaller,
+            state: web::Data<AppState>,
+            id: web::Path<String>,
+        ) -> Result<web::Json<TenantView>, ApiError> {
+            act(&state, &id, $action).await
+        }
+    };
+}
+
+action_route!(
+    suspend,
+    post,
+    "/internal/v1/tenants/{id}/suspend",
+    Action::Suspend,
+    "Suspend a tenant: its role can no longer log in."
+);
+action_route!(
+    resume,
+    post,
+    "/internal/v1/tenants/{id}/resume",
+    Action::Resume,
+    "Undo a suspension."
+);
+action_route!(
+    retry,
+    post,
+    "/internal/v1/tenants/{id}/retry",
+    Action::Retry,
+    "Retry a failed tenant."
+);
+action_route!(
+    restore,
+    post,
+    "/internal/v1/tenants/{id}/restore",
+    Action::Restore,
+    "Restore a deleted tenant within the retention period."
+);
+action_route!(
+    remove,
+    delete,
+    "/internal/v1/tenants/{id}",
+    Action::Delete,
+    "Delete a tenant (its database is dropped after the retention period)."
+);
+
+/// Run the resolver on a Clerk session token: the verdict is the one the
+/// Rust extractor would give, with the same status codes.
+#[utoipa::path(
+    post, path = "/internal/v1/resolve", request_body = ResolveRequest,
+    responses(
+        (status = 200, body = ResolveResponse),
+        (status = 401, description = "invalid token", body = ErrorBody),
+        (status = 403, description = "no organization, or tenant suspended", body = ErrorBody),
+        (status = 404, description = "no tenant for the organization", body = ErrorBody),
+        (status = 409, description = "tenant failed", body = ErrorBody),
+        (status = 410, description = "tenant deleted", body = ErrorBody),
+        (status = 503, description = "tenant provisioning, or resolver not configured", body = ErrorBody),
+    ),
+    security(("service_token" = []))
+)]
+#[post("/internal/v1/resolve")]
+pub async fn resolve(
+    _: ServiceCaller,
+    state: web::Data<AppState>,
+    body: web::Json<ResolveRequest>,
+) -> Result<HttpResponse, ApiError> {
+    let resolver = state.resolver.as_ref().ok_or(ApiError::NotConfigured(
+        "the resolver is not configured (set clerk.issuer)",
+    ))?;
+    let ctx = resolver.resolve(&body.token).await?;
+    let org = ctx
+        .session
+        .org
+        .as_ref()
+        .ok_or(resolver::ResolveError::NoOrganization)?;
+    let creds = ctx
+        .tenant
+        .credentials()
+        .ok_or(resolver::ResolveError::Provisioning)?;
+    let client = state
+        .pool()
+        .get()
+        .await
+        .map_err(registry::RegistryError::from)?;
+    let tenant = tenants::get(&client, TenantKey::Id(ctx.tenant.id))
+        .await?
+        .ok_or(resolver::ResolveError::UnknownTenant)?;
+    Ok(HttpResponse::Ok().json(ResolveResponse {
+        tenant: view(&tenant),
+        claims: SessionClaims {
+            user_id: ctx.session.user_id.clone(),
+            session_id: ctx.session.session_id.clone(),
+            org_id: org.id.to_string(),
+            org_role: org.role.clone(),
+            org_slug: org.slug.clone(),
+            org_permissions: org.permissions.clone(),
+        },
+        connection: Connection {
+            host: creds.host.clone(),
+            port: creds.port,
+            database: creds.dbname.clone(),
+            role: creds.role.clone(),
+            password: state.expose_passwords.then(|| creds.password.clone()),
+        },
+    }))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "tenant-plane internal API", description = "Tenant look-ups, actions and session resolution for services of the platform."),
+    paths(list, by_id, by_org, by_slug, suspend, resume, retry, restore, remove, resolve,
+          crate::routes::health::healthz, crate::routes::health::readyz, crate::routes::health::metrics_route),
+    components(schemas(TenantView, TenantPage, ErrorBody, ResolveRequest, ResolveResponse, SessionClaims, Connection)),
+    modifiers(&SecurityAddon)
+)]
+pub struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "service_token",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The OpenAPI document of every route.
+#[get("/openapi.json")]
+pub async fn openapi_json() -> HttpResponse {
+    use utoipa::OpenApi;
+    HttpResponse::Ok().json(ApiDoc::openapi())
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    // by-org and by-slug before {id}, so they are not taken for ids.
+    cfg.service(list)
+        .service(by_org)
+        .service(by_slug)
+        .service(by_id)
+        .service(suspend)
+        .service(resume)
+        .service(retry)
+        .service(restore)
+        .service(remove)
+        .service(resolve)
+        .service(openapi_json);
+}

@@ -1,0 +1,395 @@
+//! The resolver end to end: a webhook provisions a tenant, a session token
+//! for its organization resolves to a connection to that tenant's database
+//! as its role, and the HTTP route agrees with the library on every token.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use registry::tenants::Action;
+use resolver::Resolver;
+use serde_json::{json, Value};
+
+use crate::helpers::{spawn_app_with, TestApp};
+use crate::tokens::{self, sign, v1_claims, v2_claims};
+
+pub const SERVICE_TOKEN: &str = "test-service-token-0123456789";
+
+/// An app whose resolver trusts the local JWKS server.
+pub async fn spawn_resolving_app(extra: &[(&str, &str)]) -> (TestApp, String) {
+    let issuer = tokens::spawn_jwks().await;
+    let mut env = vec![
+        ("TENANT_PLANE__CLERK__ISSUER", issuer.as_str()),
+        (
+            "TENANT_PLANE__CLERK__AUTHORIZED_PARTIES",
+            "https://app.example.com",
+        ),
+        ("TENANT_PLANE__INTERNAL__TOKENS", SERVICE_TOKEN),
+        ("TENANT_PLANE__INTERNAL__EXPOSE_PASSWORDS", "true"),
+        ("TENANT_PLANE__RESOLVER__JWKS_MIN_REFETCH", "1s"),
+    ];
+    env.extend_from_slice(extra);
+    (spawn_app_with(&env).await, issuer)
+}
+
+/// The library resolver, as an application service would embed it.
+pub async fn library_resolver(app: &TestApp) -> Arc<Resolver> {
+    let resolver = tenant_plane::startup::build_resolver(&app.settings, app.pool())
+        .unwrap()
+        .expect("issuer configured");
+    resolver.listen_for_changes(app.settings.database_url().unwrap().parse().unwrap());
+    // Let the LISTEN connection establish before the test changes tenants.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    resolver
+}
+
+async fn http_verdict(app: &TestApp, token: &str) -> (u16, String) {
+    let r = app
+        .http
+        .post(format!("{}/internal/v1/resolve", app.address))
+        .bearer_auth(SERVICE_TOKEN)
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    let code = if status == 200 {
+        "ok".to_owned()
+    } else {
+        body["error"].as_str().unwrap().to_owned()
+    };
+    (status, code)
+}
+
+async fn library_verdict(resolver: &Resolver, token: &str) -> (u16, String) {
+    match resolver.resolve(token).await {
+        Ok(_) => (200, "ok".to_owned()),
+        Err(e) => (e.status().as_u16(), e.code().to_owned()),
+    }
+}
+
+fn b64(v: &Value) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+#[tokio::test]
+async fn a_token_resolves_to_its_own_tenant_database_as_its_role_until_deletion() {
+    let (app, issuer) = spawn_resolving_app(&[]).await;
+    let resolver = library_resolver(&app).await;
+    let a = app.create_org("A").await;
+    let b = app.create_org("B").await;
+    app.reconcile().await;
+
+    for (ids, claims) in [
+        (&a, v2_claims(&issuer, a.org_id.as_str())),
+        (&b, v1_claims(&issuer, b.org_id.as_str())),
+    ] {
+        let t = app.registry_tenant(ids.org_id.as_str()).await;
+        let ctx = resolver.resolve(&sign(&claims)).await.expect("resolves");
+        assert_eq!(ctx.tenant.id, t.id);
+        let conn = ctx.pool.get().await.unwrap();
+        let row = conn
+            .query_one("SELECT current_database(), current_user", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), t.db_name.unwrap());
+        assert_eq!(row.get::<_, String>(1), t.db_role.unwrap());
+    }
+    let ctx = resolver
+        .resolve(&sign(&v2_claims(&issuer, a.org_id.as_str())))
+        .await
+        .unwrap();
+    assert_eq!(ctx.org_role(), Some("org:admin"));
+    assert_eq!(
+        ctx.session.org.as_ref().unwrap().permissions,
+        ["org:projects:read", "org:projects:manage"]
+    );
+    drop(ctx);
+
+    let tenant_a = app.registry_tenant(a.org_id.as_str()).await.id;
+    assert!(resolver.has_pool(tenant_a));
+    app.delete_org(&a).await;
+    app.reconcile().await;
+    crate::helpers::wait_until(
+        "the pool to close",
+        std::time::Duration::from_secs(10),
+        || async { !resolver.has_pool(tenant_a) },
+    )
+    .await;
+    let err = resolver
+        .resolve(&sign(&v2_claims(&issuer, a.org_id.as_str())))
+        .await
+        .err()
+        .expect("refused after deletion");
+    assert_eq!((err.status().as_u16(), err.code()), (410, "tenant_deleted"));
+}
+
+#[tokio::test]
+async fn the_http_route_gives_the_library_verdict_for_every_token() {
+    let (app, issuer) = spawn_resolving_app(&[]).await;
+    let resolver = library_resolver(&app).await;
+    let active = app.create_org("active").await;
+    let suspended = app.create_org("suspended").await;
+    let deleted = app.create_org("deleted").await;
+    app.reconcile().await;
+    app.act(suspended.org_id.as_str(), Action::Suspend).await;
+    app.delete_org(&deleted).await;
+    app.reconcile().await;
+    let pending = app.create_org("pending").await;
+
+    let org = active.org_id.as_str();
+    let good = v2_claims(&issuer, org);
+    let with = |f: &dyn Fn(&mut Value)| {
+        let mut c = good.clone();
+        f(&mut c);
+        sign(&c)
+    };
+    let valid = sign(&good);
+    let parts: Vec<&str> = valid.split('.').collect();
+    let mut tampered_claims = good.clone();
+    tampered_claims["o"]["id"] = json!(suspended.org_id.as_str());
+    let other_key = EncodingKey::from_rsa_pem(
+        std::fs::read(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../resolver/tests/fixtures/rsa-c.key.pem"
+        ))
+        .unwrap()
+        .as_slice(),
+    )
+    .unwrap();
+    let hs256 = {
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(tokens::KID.into());
+        jsonwebtoken::encode(
+            &header,
+            &good,
+            &EncodingKey::from_secret(tokens::public_pem().as_bytes()),
+        )
+        .unwrap()
+    };
+
+    let suite: Vec<(&str, String, u16)> = vec![
+        ("valid v2", valid.clone(), 200),
+        ("valid v1", sign(&v1_claims(&issuer, org)), 200),
+        (
+            "expired",
+            with(&|c| c["exp"] = json!(tokens::now() - 60)),
+            401,
+        ),
+        (
+            "issued in the future",
+            with(&|c| c["iat"] = json!(tokens::now() + 600)),
+            401,
+        ),
+        (
+            "not yet valid",
+            with(&|c| c["nbf"] = json!(tokens::now() + 600)),
+            401,
+        ),
+        (
+            "wrong issuer",
+            with(&|c| c["iss"] = json!("https://evil.example.com")),
+            401,
+        ),
+        (
+            "wrong azp",
+            with(&|c| c["azp"] = json!("https://evil.example.com")),
+            401,
+        ),
+        (
+            "missing azp",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("azp");
+            }),
+            401,
+        ),
+        (
+            "unknown kid",
+            tokens::sign_with(&good, "no-such-kid", &tokens::signing_key()),
+            401,
+        ),
+        (
+            "signed by another key",
+            tokens::sign_with(&good, tokens::KID, &other_key),
+            401,
+        ),
+        (
+            "tampered payload",
+            format!("{}.{}.{}", parts[0], b64(&tampered_claims), parts[2]),
+            401,
+        ),
+        (
+            "tampered signature",
+            format!(
+                "{}.{}.{}x",
+                parts[0],
+                parts[1],
+                &parts[2][..parts[2].len() - 1]
+            ),
+            401,
+        ),
+        (
+            "alg none",
+            format!(
+                "{}.{}.",
+                b64(&json!({"alg": "none", "typ": "JWT"})),
+                parts[1]
+            ),
+            401,
+        ),
+        ("HS256 key confusion", hs256, 401),
+        (
+            "malformed base64",
+            format!("{}.!!!.{}", parts[0], parts[2]),
+            401,
+        ),
+        (
+            "malformed JSON",
+            format!(
+                "{}.{}.{}",
+                parts[0],
+                base64::engine::general_purpose::URL_SAFE_NO_PAD.encode("{not json"),
+                parts[2]
+            ),
+            401,
+        ),
+        ("not a JWT", "hello".to_owned(), 401),
+        (
+            "no organization",
+            with(&|c| {
+                c.as_object_mut().unwrap().remove("o");
+            }),
+            403,
+        ),
+        (
+            "unknown organization",
+            sign(&v2_claims(&issuer, "org_doesnotexist1")),
+            404,
+        ),
+        (
+            "suspended tenant",
+            sign(&v2_claims(&issuer, suspended.org_id.as_str())),
+            403,
+        ),
+        (
+            "deleted tenant",
+            sign(&v2_claims(&issuer, deleted.org_id.as_str())),
+            410,
+        ),
+        (
+            "provisioning tenant",
+            sign(&v2_claims(&issuer, pending.org_id.as_str())),
+            503,
+        ),
+    ];
+    let mut codes = std::collections::HashSet::new();
+    for (name, token, status) in &suite {
+        let lib = library_verdict(&resolver, token).await;
+        let http = http_verdict(&app, token).await;
+        assert_eq!(lib.0, *status, "{name}: library said {lib:?}");
+        assert_eq!(http, lib, "{name}: HTTP and library disagree");
+        codes.insert(lib.1.clone());
+    }
+    // Each kind of failure has its own code (the token failures too).
+    assert!(codes.len() >= 15, "{codes:?}");
+
+    // The answer carries the tenant, the verified claims and the connection.
+    let r = app
+        .http
+        .post(format!("{}/internal/v1/resolve", app.address))
+        .bearer_auth(SERVICE_TOKEN)
+        .json(&json!({ "token": valid }))
+        .send()
+        .await
+        .unwrap();
+    let body: Value = r.json().await.unwrap();
+    let t = app.registry_tenant(org).await;
+    assert_eq!(body["tenant"]["id"], json!(t.id.to_string()));
+    assert_eq!(body["claims"]["org_id"], json!(org));
+    assert_eq!(body["claims"]["org_role"], json!("org:admin"));
+    assert_eq!(
+        body["claims"]["user_id"],
+        json!("user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr")
+    );
+    assert_eq!(body["connection"]["database"], json!(t.db_name.unwrap()));
+    let creds = app.credentials(org).await;
+    assert_eq!(body["connection"]["password"], json!(creds.password));
+
+    // A provisioning tenant's answer says when to retry.
+    let r = app
+        .http
+        .post(format!("{}/internal/v1/resolve", app.address))
+        .bearer_auth(SERVICE_TOKEN)
+        .json(&json!({ "token": sign(&v2_claims(&issuer, pending.org_id.as_str())) }))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().contains_key("retry-after"));
+}
+
+#[tokio::test]
+async fn passwords_are_not_exposed_unless_configured() {
+    let (app, issuer) =
+        spawn_resolving_app(&[("TENANT_PLANE__INTERNAL__EXPOSE_PASSWORDS", "false")]).await;
+    let ids = app.create_org("quiet").await;
+    app.reconcile().await;
+    let r = app
+        .http
+        .post(format!("{}/internal/v1/resolve", app.address))
+        .bearer_auth(SERVICE_TOKEN)
+        .json(&json!({ "token": sign(&v2_claims(&issuer, ids.org_id.as_str())) }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["connection"]["password"], Value::Null);
+    assert!(body["connection"]["role"].is_string());
+}
+
+#[tokio::test]
+async fn fifty_tenants_round_robin_never_hold_more_than_the_budget() {
+    let (app, issuer) = spawn_resolving_app(&[
+        ("TENANT_PLANE__RESOLVER__POOL_BUDGET", "20"),
+        ("TENANT_PLANE__RESOLVER__POOL_PER_TENANT", "2"),
+    ])
+    .await;
+    let resolver = library_resolver(&app).await;
+    let mut tokens = Vec::new();
+    for i in 0..50 {
+        let ids = app.create_org(&format!("budget {i}")).await;
+        tokens.push(sign(&v2_claims(&issuer, ids.org_id.as_str())));
+    }
+    app.reconcile().await;
+
+    let tenant_backends = || async {
+        app.client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE starts_with(usename, $1)",
+                &[&app.prefix.prefix],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0)
+    };
+    let mut peak = 0;
+    for round in 0..2 {
+        for (i, token) in tokens.iter().enumerate() {
+            let ctx = resolver.resolve(token).await.unwrap();
+            let conn = ctx.pool.get().await.unwrap();
+            conn.query_one("SELECT 1", &[]).await.unwrap();
+            let open = tenant_backends().await;
+            peak = peak.max(open);
+            assert!(
+                open <= 20,
+                "round {round}, tenant {i}: {open} connections open"
+            );
+            assert!(resolver.pool_stats().open <= 20);
+        }
+    }
+    assert!(peak >= 15, "the budget is used, not avoided (peak {peak})");
+    let stats = resolver.cache_stats();
+    assert_eq!(stats.misses, 50, "each tenant looked up once");
+    assert_eq!(stats.hits, 50);
+}
