@@ -393,3 +393,75 @@ async fn fifty_tenants_round_robin_never_hold_more_than_the_budget() {
     assert_eq!(stats.misses, 50, "each tenant looked up once");
     assert_eq!(stats.hits, 50);
 }
+
+#[tokio::test]
+async fn the_extractor_hands_a_handler_its_tenant_connection() {
+    use actix_web::{test, web, App, HttpResponse};
+    use resolver::TenantConn;
+
+    async fn whoami(t: TenantConn) -> HttpResponse {
+        let row = t
+            .conn
+            .query_one("SELECT current_database(), current_user", &[])
+            .await
+            .unwrap();
+        HttpResponse::Ok().json(json!({
+            "tenant": t.tenant.id,
+            "db": row.get::<_, String>(0),
+            "role": row.get::<_, String>(1),
+            "user": t.session.user_id,
+        }))
+    }
+
+    let (app, issuer) = spawn_resolving_app(&[]).await;
+    let resolver = library_resolver(&app).await;
+    let ids = app.create_org("extracted").await;
+    app.reconcile().await;
+    let t = app.registry_tenant(ids.org_id.as_str()).await;
+    let service = test::init_service(
+        App::new()
+            .app_data(web::Data::from(resolver))
+            .route("/whoami", web::get().to(whoami)),
+    )
+    .await;
+    let token = sign(&v2_claims(&issuer, ids.org_id.as_str()));
+
+    for req in [
+        test::TestRequest::get()
+            .uri("/whoami")
+            .insert_header(("Authorization", format!("Bearer {token}"))),
+        test::TestRequest::get()
+            .uri("/whoami")
+            .cookie(actix_web::cookie::Cookie::new("__session", token.clone())),
+    ] {
+        let body: Value = test::call_and_read_body_json(&service, req.to_request()).await;
+        assert_eq!(body["db"], json!(t.db_name.clone().unwrap()));
+        assert_eq!(body["role"], json!(t.db_role.clone().unwrap()));
+        assert_eq!(body["tenant"], json!(t.id.to_string()));
+    }
+
+    let res = test::call_service(
+        &service,
+        test::TestRequest::get().uri("/whoami").to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 401);
+    let body: Value = test::read_body_json(res).await;
+    assert_eq!(body["error"], "token_missing");
+    let expired = {
+        let mut c = v2_claims(&issuer, ids.org_id.as_str());
+        c["exp"] = json!(tokens::now() - 60);
+        sign(&c)
+    };
+    let res = test::call_service(
+        &service,
+        test::TestRequest::get()
+            .uri("/whoami")
+            .insert_header(("Authorization", format!("Bearer {expired}")))
+            .to_request(),
+    )
+    .await;
+    assert_eq!(res.status(), 401);
+    let body: Value = test::read_body_json(res).await;
+    assert_eq!(body["error"], "token_expired");
+}
