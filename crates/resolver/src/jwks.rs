@@ -6,15 +6,16 @@
 //! key rotation) triggers a refetch, at most once per `min_refetch_interval`
 //! so that tokens with made-up kids cannot make us hammer Clerk, and
 //! concurrent refetches coalesce into one request. A cache older than
-//! [`JWKS_MAX_AGE`] is refreshed on next use (as Clerk's SDK does), so a key
-//! Clerk withdrew stops verifying; when that refresh fails the cached keys
-//! stay in use.
+//! [`JWKS_MAX_AGE`] is refreshed in the background on next use (Clerk's SDK
+//! refetches after as long), so a key Clerk withdrew stops verifying; the
+//! cached keys answer meanwhile, and stay in use if the JWKS is unreachable.
 //!
 //! Only RSA signing keys are kept (`kty: RSA`, `use` absent or `sig`, `alg`
 //! absent or RS256/384/512). Nothing here prints key material.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -180,13 +181,7 @@ impl KeyStore {
                     .user_agent(concat!("tenant-plane-resolver/", env!("CARGO_PKG_VERSION")))
                     .build()
                     .map_err(|e| KeyConfigError::HttpClient(e.to_string()))?;
-                Inner::Jwks(Arc::new(Jwks {
-                    url,
-                    client,
-                    min_refetch_interval,
-                    cache: RwLock::new(Cache::default()),
-                    fetch_lock: tokio::sync::Mutex::new(()),
-                }))
+                Inner::Jwks(Arc::new(Jwks::new(url, client, min_refetch_interval)))
             }
         };
         Ok(Self { inner })
@@ -198,8 +193,14 @@ impl KeyStore {
             Inner::Pem(key) => Ok(key.clone()),
             Inner::Jwks(jwks) => {
                 let kid = kid.ok_or(KeyError::Unknown)?;
-                if let Some(key) = jwks.cached(kid, true) {
-                    return Ok(key);
+                match jwks.cached(kid) {
+                    (Some(key), true) => return Ok(key),
+                    (Some(key), false) => {
+                        // Stale: answer at once, refresh behind.
+                        jwks.refresh_in_background();
+                        return Ok(key);
+                    }
+                    (None, _) => {}
                 }
                 // In a task of its own, so that a caller going away mid-fetch
                 // does not cancel a fetch other callers are waiting for.
@@ -217,10 +218,13 @@ struct Jwks {
     url: reqwest::Url,
     client: reqwest::Client,
     min_refetch_interval: Duration,
+    max_age: Duration,
     cache: RwLock<Cache>,
     /// Held while deciding on and running a fetch: concurrent refetches wait
     /// for the one in flight instead of starting their own.
     fetch_lock: tokio::sync::Mutex<()>,
+    /// A background refresh is under way.
+    refreshing: AtomicBool,
 }
 
 #[derive(Default)]
@@ -233,33 +237,78 @@ struct Cache {
     last_error: Option<String>,
 }
 
-impl Cache {
-    fn is_fresh(&self) -> bool {
-        self.fetched_at.is_some_and(|t| t.elapsed() < JWKS_MAX_AGE)
-    }
-}
-
 impl Jwks {
-    fn cached(&self, kid: &str, fresh_only: bool) -> Option<Arc<PublicKey>> {
-        let cache = self.cache.read().unwrap_or_else(|e| e.into_inner());
-        if fresh_only && !cache.is_fresh() {
-            return None;
+    fn new(url: reqwest::Url, client: reqwest::Client, min_refetch_interval: Duration) -> Self {
+        Self {
+            url,
+            client,
+            min_refetch_interval,
+            max_age: JWKS_MAX_AGE,
+            cache: RwLock::new(Cache::default()),
+            fetch_lock: tokio::sync::Mutex::new(()),
+            refreshing: AtomicBool::new(false),
         }
-        cache.keys.get(kid).cloned()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.cache.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Cache> {
+        self.cache.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn is_fresh(&self, cache: &Cache) -> bool {
+        cache.fetched_at.is_some_and(|t| t.elapsed() < self.max_age)
+    }
+
+    /// The cached key of `kid`, and whether the cache is fresh.
+    fn cached(&self, kid: &str) -> (Option<Arc<PublicKey>>, bool) {
+        let cache = self.read();
+        (cache.keys.get(kid).cloned(), self.is_fresh(&cache))
+    }
+
+    /// Claims the right to fetch now, if the rate limit allows it.
+    fn start_attempt(&self, cache: &mut Cache) -> bool {
+        let allowed = match cache.attempted_at {
+            None => true,
+            Some(t) => t.elapsed() >= self.min_refetch_interval,
+        };
+        if allowed {
+            cache.attempted_at = Some(Instant::now());
+        }
+        allowed
+    }
+
+    /// Fetches, and replaces the cached keys when that worked.
+    async fn fetch_and_store(&self) -> Result<(), String> {
+        let fetched = self.fetch().await;
+        let mut cache = self.write();
+        match fetched {
+            Ok(keys) => {
+                tracing::debug!(url = %self.url, keys = keys.len(), "fetched JWKS");
+                cache.keys = keys;
+                cache.fetched_at = Some(Instant::now());
+                cache.last_error = None;
+                Ok(())
+            }
+            Err(error) => {
+                tracing::warn!(url = %self.url, %error, "cannot fetch JWKS");
+                cache.last_error = Some(error.clone());
+                Err(error)
+            }
+        }
     }
 
     async fn refresh_for(&self, kid: &str) -> Result<Arc<PublicKey>, KeyError> {
         let _fetching = self.fetch_lock.lock().await;
         // Whoever held the lock before us may have fetched this kid.
-        if let Some(key) = self.cached(kid, true) {
+        if let (Some(key), true) = self.cached(kid) {
             return Ok(key);
         }
         {
-            let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-            let allowed = cache
-                .attempted_at
-                .is_none_or(|t| t.elapsed() >= self.min_refetch_interval);
-            if !allowed {
+            let mut cache = self.write();
+            if !self.start_attempt(&mut cache) {
                 if let Some(key) = cache.keys.get(kid) {
                     return Ok(key.clone());
                 }
@@ -268,30 +317,37 @@ impl Jwks {
                     _ => KeyError::Unknown,
                 });
             }
-            cache.attempted_at = Some(Instant::now());
         }
+        let fetched = self.fetch_and_store().await;
+        let key = self.read().keys.get(kid).cloned();
+        match (key, fetched) {
+            (Some(key), _) => Ok(key),
+            (None, Ok(())) => Err(KeyError::Unknown),
+            (None, Err(error)) => Err(KeyError::Unavailable(error)),
+        }
+    }
 
-        let fetched = self.fetch().await;
-        let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-        match fetched {
-            Ok(keys) => {
-                tracing::debug!(url = %self.url, keys = keys.len(), "fetched JWKS");
-                cache.keys = keys;
-                cache.fetched_at = Some(Instant::now());
-                cache.last_error = None;
-                cache.keys.get(kid).cloned().ok_or(KeyError::Unknown)
-            }
-            Err(error) => {
-                tracing::warn!(url = %self.url, %error, "cannot fetch JWKS");
-                cache.last_error = Some(error.clone());
-                // A stale key is better than none while the JWKS is down.
-                cache
-                    .keys
-                    .get(kid)
-                    .cloned()
-                    .ok_or(KeyError::Unavailable(error))
-            }
+    /// Starts refreshing a stale cache, unless a refresh is under way or the
+    /// rate limit forbids it; the cached keys stay in use meanwhile (and
+    /// after, if the JWKS cannot be fetched).
+    fn refresh_in_background(self: &Arc<Self>) {
+        if self.refreshing.swap(true, Ordering::AcqRel) {
+            return;
         }
+        let jwks = self.clone();
+        tokio::spawn(async move {
+            {
+                let _fetching = jwks.fetch_lock.lock().await;
+                let go = {
+                    let mut cache = jwks.write();
+                    !jwks.is_fresh(&cache) && jwks.start_attempt(&mut cache)
+                };
+                if go {
+                    let _ = jwks.fetch_and_store().await;
+                }
+            }
+            jwks.refreshing.store(false, Ordering::Release);
+        });
     }
 
     async fn fetch(&self) -> Result<HashMap<String, Arc<PublicKey>>, String> {
@@ -499,6 +555,100 @@ mod tests {
         // An EC public key (P-256).
         let ec = "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEVs/o5+uQbTjL3chynL4wXgUg2R9\nq9UU8I5mEovUf86QZ7kOBIjJwqnzD1omageEHWwHdBO6B+dFabmdT9POxg==\n-----END PUBLIC KEY-----\n";
         assert!(parse_pem(ec).is_err());
+    }
+
+    /// Answers every request with `body`; returns the URL and a hit counter.
+    async fn serve(body: &'static str) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        let hits = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = hits.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                counted.fetch_add(1, Ordering::SeqCst);
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        (url, hits)
+    }
+
+    /// A store whose cache holds Clerk's key and is already stale.
+    fn stale_store(url: &str) -> (KeyStore, Arc<Jwks>) {
+        let mut jwks = Jwks::new(
+            parse_jwks_url(url).unwrap(),
+            reqwest::Client::new(),
+            Duration::ZERO,
+        );
+        jwks.max_age = Duration::ZERO;
+        {
+            let mut cache = jwks.write();
+            cache.keys = parse_jwks(CLERK_JWKS.as_bytes()).unwrap();
+            cache.fetched_at = Some(Instant::now());
+        }
+        let jwks = Arc::new(jwks);
+        let store = KeyStore {
+            inner: Inner::Jwks(jwks.clone()),
+        };
+        (store, jwks)
+    }
+
+    /// Waits for the background refresh to finish (bounded, as a failsafe).
+    async fn background_refresh_done(jwks: &Jwks) {
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+            let attempted = jwks.read().attempted_at.is_some();
+            if attempted && !jwks.refreshing.load(Ordering::Acquire) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the background refresh never ran");
+    }
+
+    const CLERK_KID: &str = "ins_2GIoQhbUpy0hX7B2cVkuTMinXoD";
+
+    #[tokio::test]
+    async fn stale_cache_answers_at_once_then_drops_withdrawn_keys() {
+        let (url, hits) = serve(r#"{"keys":[]}"#).await;
+        let (store, jwks) = stale_store(&url);
+        // Answered from the stale cache while the refresh runs behind.
+        assert!(store.key(Some(CLERK_KID)).await.is_ok());
+        background_refresh_done(&jwks).await;
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        // The JWKS no longer has the key: it no longer verifies.
+        assert_eq!(
+            store.key(Some(CLERK_KID)).await.unwrap_err(),
+            KeyError::Unknown
+        );
+    }
+
+    #[tokio::test]
+    async fn stale_keys_stay_in_use_while_the_jwks_is_down() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        drop(listener);
+        let (store, jwks) = stale_store(&url);
+        assert!(store.key(Some(CLERK_KID)).await.is_ok());
+        background_refresh_done(&jwks).await;
+        assert!(jwks.read().last_error.is_some());
+        assert!(store.key(Some(CLERK_KID)).await.is_ok());
+        assert!(matches!(
+            store.key(Some("ins_other")).await,
+            Err(KeyError::Unavailable(_))
+        ));
     }
 
     #[test]

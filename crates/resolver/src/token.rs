@@ -91,7 +91,7 @@ pub enum TokenError {
     #[error("malformed token: {0}")]
     Malformed(&'static str),
     /// The header's `alg` (as sent when short and plain, else `<invalid>`).
-    #[error("unsupported token algorithm {0}; only RS256, RS384 and RS512 are accepted")]
+    #[error("unsupported token algorithm {0}: only RS256, RS384 and RS512 (as the key allows) are accepted")]
     Algorithm(String),
     #[error("unsupported token type; expected JWT")]
     Type,
