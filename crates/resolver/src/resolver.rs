@@ -57,6 +57,10 @@ pub enum ResolveError {
 impl ResolveError {
     pub fn status(&self) -> StatusCode {
         match self {
+            // Clerk's keys could not be fetched: not the caller's fault.
+            ResolveError::Token(TokenError::KeysUnavailable { .. }) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ResolveError::Token(_) => StatusCode::UNAUTHORIZED,
             ResolveError::NoOrganization | ResolveError::TenantClaimMismatch => {
                 StatusCode::FORBIDDEN
@@ -91,6 +95,7 @@ impl ResolveError {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             ResolveError::Provisioning => Some(2),
+            ResolveError::Token(TokenError::KeysUnavailable { .. }) => Some(5),
             ResolveError::Pool(_) | ResolveError::Lookup(_) => Some(1),
             _ => None,
         }

@@ -465,3 +465,27 @@ async fn the_extractor_hands_a_handler_its_tenant_connection() {
     let body: Value = test::read_body_json(res).await;
     assert_eq!(body["error"], "token_expired");
 }
+
+#[tokio::test]
+async fn unreachable_signing_keys_are_a_503_not_a_401() {
+    let issuer = "http://127.0.0.1:1";
+    let app = spawn_app_with(&[
+        ("TENANT_PLANE__CLERK__ISSUER", issuer),
+        ("TENANT_PLANE__INTERNAL__TOKENS", SERVICE_TOKEN),
+    ])
+    .await;
+    let ids = app.create_org("keyless").await;
+    let token = sign(&v2_claims(issuer, ids.org_id.as_str()));
+    let r = app
+        .http
+        .post(format!("{}/internal/v1/resolve", app.address))
+        .bearer_auth(SERVICE_TOKEN)
+        .json(&json!({ "token": token }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert!(r.headers().contains_key("retry-after"));
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "token_keys_unavailable");
+}
