@@ -11,6 +11,7 @@ pub mod crypto;
 pub mod directory;
 pub mod doctor;
 mod error;
+pub mod fanout;
 pub mod hosts;
 pub mod ids;
 pub mod naming;

@@ -148,30 +148,23 @@ impl Inbox {
 
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let outcome = match &classified {
-            Classified::Ignored(_) => record.insert(&tx, Outcome::Ignored, None).await?,
-            Classified::Dead { error, .. } => {
-                let outcome = record.insert(&tx, Outcome::Dead, Some(error)).await?;
-                if outcome == Outcome::Dead {
-                    tracing::warn!(error = %error, "dead-lettered a signed webhook that could not be applied");
+        let provisional = match &classified {
+            Classified::Event(..) => Outcome::Applied,
+            Classified::Ignored(_) => Outcome::Ignored,
+            Classified::Dead { .. } => Outcome::Dead,
+        };
+        let error = match &classified {
+            Classified::Dead { error, .. } => Some(error.as_str()),
+            _ => None,
+        };
+        let outcome = match record.insert(&tx, provisional, error).await? {
+            Outcome::Duplicate => Outcome::Duplicate,
+            _ => {
+                let outcome = effect(&tx, &classified, &delivery.svix_id).await?;
+                if outcome != provisional {
+                    set_outcome(&tx, &delivery.svix_id, outcome, None).await?;
                 }
                 outcome
-            }
-            Classified::Event(env, event) => {
-                match record.insert(&tx, Outcome::Applied, None).await? {
-                    Outcome::Duplicate => Outcome::Duplicate,
-                    _ => {
-                        let actor = format!("webhook:{}", delivery.svix_id);
-                        let time = env.time().unwrap_or_else(Utc::now);
-                        match apply(&tx, event, time, &actor).await? {
-                            Change::Applied => Outcome::Applied,
-                            Change::Stale => {
-                                mark_stale(&tx, &delivery.svix_id).await?;
-                                Outcome::Stale
-                            }
-                        }
-                    }
-                }
             }
         };
         tx.commit().await?;
@@ -263,14 +256,141 @@ impl Record<'_> {
     }
 }
 
-async fn mark_stale(tx: &Transaction<'_>, svix_id: &str) -> Result<(), RegistryError> {
+/// Applies a classified delivery's effect; the outcome to record.
+async fn effect(
+    tx: &Transaction<'_>,
+    classified: &Classified,
+    svix_id: &str,
+) -> Result<Outcome, RegistryError> {
+    Ok(match classified {
+        Classified::Ignored(_) => Outcome::Ignored,
+        Classified::Dead { error, .. } => {
+            tracing::warn!(error = %error, "dead-lettered a signed webhook that could not be applied");
+            Outcome::Dead
+        }
+        Classified::Event(env, event) => {
+            let actor = format!("webhook:{svix_id}");
+            let time = env.time().unwrap_or_else(Utc::now);
+            match apply(tx, event, time, &actor).await? {
+                Change::Applied => Outcome::Applied,
+                Change::Stale => Outcome::Stale,
+            }
+        }
+    })
+}
+
+async fn set_outcome(
+    tx: &Transaction<'_>,
+    svix_id: &str,
+    outcome: Outcome,
+    error: Option<&str>,
+) -> Result<(), RegistryError> {
     let stmt = tx
         .prepare_cached(
-            "UPDATE webhook_events SET outcome = 'stale', applied_at = NULL WHERE svix_id = $1",
+            "UPDATE webhook_events
+                SET outcome = $2, error = $3,
+                    applied_at = CASE WHEN $2 = 'applied' THEN now() END
+              WHERE svix_id = $1",
         )
         .await?;
-    tx.execute(&stmt, &[&svix_id]).await?;
+    tx.execute(&stmt, &[&svix_id, &outcome.as_str(), &error])
+        .await?;
     Ok(())
+}
+
+/// A stored delivery, as operators see it.
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredEvent {
+    pub svix_id: String,
+    pub event_type: String,
+    pub object_id: Option<String>,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub received_at: DateTime<Utc>,
+    pub applied_at: Option<DateTime<Utc>>,
+    /// The body as received (JSON, or the raw text when it was not JSON).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+}
+
+const STORED_COLUMNS: &str =
+    "svix_id, event_type, object_id, outcome, error, received_at, applied_at, \
+     coalesce(payload, to_jsonb(raw_body))";
+
+fn stored(r: &tokio_postgres::Row, with_body: bool) -> StoredEvent {
+    StoredEvent {
+        svix_id: r.get(0),
+        event_type: r.get(1),
+        object_id: r.get(2),
+        outcome: r.get(3),
+        error: r.get(4),
+        received_at: r.get(5),
+        applied_at: r.get(6),
+        body: if with_body { r.get(7) } else { None },
+    }
+}
+
+impl Inbox {
+    /// The newest deliveries, optionally of one outcome.
+    pub async fn list(
+        &self,
+        outcome: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, RegistryError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {STORED_COLUMNS} FROM webhook_events
+                      WHERE ($1::text IS NULL OR outcome = $1)
+                      ORDER BY received_at DESC, svix_id LIMIT $2"
+                ),
+                &[&outcome, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| stored(r, false)).collect())
+    }
+
+    /// One delivery, with its body.
+    pub async fn get(&self, svix_id: &str) -> Result<Option<StoredEvent>, RegistryError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                &format!("SELECT {STORED_COLUMNS} FROM webhook_events WHERE svix_id = $1"),
+                &[&svix_id],
+            )
+            .await?;
+        Ok(row.map(|r| stored(&r, true)))
+    }
+
+    /// Applies a stored delivery again, e.g. one dead-lettered before a fix:
+    /// it is classified and applied by today's code, under the same
+    /// watermarks as a fresh delivery, and its outcome updated. None if no
+    /// such delivery is stored.
+    pub async fn replay(&self, svix_id: &str) -> Result<Option<Outcome>, RegistryError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let Some(row) = tx
+            .query_opt(
+                "SELECT coalesce(payload::text, raw_body) FROM webhook_events
+                  WHERE svix_id = $1 FOR UPDATE",
+                &[&svix_id],
+            )
+            .await?
+        else {
+            return Ok(None);
+        };
+        let body: String = row.get(0);
+        let (_, classified) = classify(&body);
+        let outcome = effect(&tx, &classified, svix_id).await?;
+        let error = match &classified {
+            Classified::Dead { error, .. } => Some(error.as_str()),
+            _ => None,
+        };
+        set_outcome(&tx, svix_id, outcome, error).await?;
+        tx.commit().await?;
+        Ok(Some(outcome))
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,13 @@
 //! The command line. Every command loads the same layered configuration.
-//! Exit codes: 0 success, 1 error, 2 `doctor` found drift.
+//! Exit codes: 0 success, 1 error, 2 `doctor` found drift, 3 `tenants
+//! migrate` failed for some tenants.
 
 mod dev;
 mod doctor;
 mod hosts;
 mod table;
 mod tenants;
+mod webhooks;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +60,9 @@ pub enum Command {
     /// Tenants: list, show, suspend, resume, delete, restore, retry.
     #[command(subcommand)]
     Tenants(tenants::TenantsCommand),
+    /// The inbox of Clerk deliveries: list, show, replay.
+    #[command(subcommand)]
+    Webhooks(webhooks::WebhooksCommand),
     /// Compare the registry with the servers: orphan databases and roles,
     /// missing ones, stuck or failed tenants, template version skew.
     /// Exits 2 when it finds anything.
@@ -91,7 +96,8 @@ impl Cli {
             Command::Worker => worker(&settings).await?,
             Command::Template(TemplateCommand::Sync) => template_sync(&settings).await?,
             Command::Hosts(cmd) => cmd.run(&settings).await?,
-            Command::Tenants(cmd) => cmd.run(&settings).await?,
+            Command::Tenants(cmd) => return cmd.run(&settings).await,
+            Command::Webhooks(cmd) => cmd.run(&settings).await?,
             Command::Doctor { json, stuck_after } => {
                 if !doctor::run(&settings, json, stuck_after).await?.is_empty() {
                     return Ok(ExitCode::from(doctor::FINDINGS_EXIT_CODE));

@@ -234,6 +234,11 @@ pub async fn outcome(response: Response) -> String {
 }
 
 impl TestApp {
+    /// Admin connection settings of the test server.
+    pub fn db_config(&self) -> tokio_postgres::Config {
+        self.settings.database_url().unwrap().parse().unwrap()
+    }
+
     /// A pool on the control database, for registry calls.
     pub fn pool(&self) -> deadpool_postgres::Pool {
         tenant_plane::startup::control_pool(&self.settings).expect("control pool")

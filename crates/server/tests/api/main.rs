@@ -11,6 +11,7 @@ mod hostile;
 mod idempotency;
 mod intake;
 mod internal_api;
+mod operator;
 mod ordering;
 mod placement;
 mod provisioning;

@@ -1,0 +1,149 @@
+//! Template fan-out: bringing existing tenant databases to the newest
+//! template version.
+//!
+//! Each tenant database carries its own refinery history (cloned from the
+//! template), so a tenant's pending migrations are exactly those its history
+//! lacks: an interrupted run resumes without re-applying anything. The
+//! registry's `template_version` is advanced only after the tenant's
+//! migrations committed, and read back from the tenant's own history.
+
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use serde_json::json;
+
+use crate::hosts::{self, HostConnector, HostError};
+use crate::ids::TenantId;
+use crate::naming::PgIdent;
+use crate::template::{Templates, HISTORY_TABLE};
+use crate::tenants::{record_event, Tenant, TENANT_COLUMNS, TENANT_FROM};
+use crate::RegistryError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum FanoutError {
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] refinery::Error),
+    #[error("{step} failed: {}", crate::describe(.source))]
+    Sql {
+        step: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("tenant row is inconsistent: {0}")]
+    Inconsistent(&'static str),
+}
+
+/// What happened to one tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Migrated {
+    pub tenant: TenantId,
+    pub clerk_org_id: String,
+    pub from: i32,
+    pub to: i32,
+    pub applied: Vec<i32>,
+}
+
+/// Active tenants behind `latest`, or just `only` (if it is behind).
+pub async fn behind(
+    control: &Pool,
+    latest: i32,
+    only: Option<TenantId>,
+) -> Result<Vec<Tenant>, RegistryError> {
+    let client = control.get().await?;
+    let sql = format!(
+        "SELECT {TENANT_COLUMNS} FROM {TENANT_FROM}
+          WHERE t.status = 'active' AND coalesce(t.template_version, 0) < $1
+            AND ($2::uuid IS NULL OR t.id = $2)
+          ORDER BY t.id"
+    );
+    let rows = client
+        .query(&sql, &[&latest, &only.map(|t| t.as_uuid())])
+        .await?;
+    Ok(rows.iter().map(Tenant::from_row).collect())
+}
+
+/// The first half of a tenant's fan-out: applies its pending template
+/// migrations and grants the tenant role the new objects. Nothing is recorded
+/// in the registry yet; [`record`] does that once this has committed.
+pub async fn apply(
+    control: &Pool,
+    connector: &HostConnector,
+    templates: &Templates,
+    tenant: &Tenant,
+) -> Result<Migrated, FanoutError> {
+    let client = control.get().await.map_err(RegistryError::from)?;
+    let host_id = tenant
+        .db_host_id
+        .ok_or(FanoutError::Inconsistent("active tenant without a host"))?;
+    let host = hosts::get_by_id(&client, host_id)
+        .await?
+        .ok_or(FanoutError::Inconsistent("db_host_id names no host"))?;
+    drop(client);
+    let (db, role) = match (
+        tenant.db_name.as_deref().and_then(PgIdent::parse),
+        tenant.db_role.as_deref().and_then(PgIdent::parse),
+    ) {
+        (Some(db), Some(role)) => (db, role),
+        _ => return Err(FanoutError::Inconsistent("active tenant without names")),
+    };
+    let mut tenant_db = connector.connect(&host, db.as_str()).await?;
+    let applied = templates.migrate(&mut tenant_db).await?;
+    // Objects created by the migrations belong to the admin; the tenant role
+    // gets the same rights as on the objects it was cloned with.
+    tenant_db
+        .batch_execute(&format!(
+            "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};
+             GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role};
+             GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {role};"
+        ))
+        .await
+        .map_err(|source| FanoutError::Sql {
+            step: "grant new objects",
+            source,
+        })?;
+    let to: i32 = tenant_db
+        .query_one(
+            &format!(
+                "SELECT coalesce(max(version), 0) FROM {}",
+                crate::naming::quote_ident(HISTORY_TABLE)
+            ),
+            &[],
+        )
+        .await
+        .map_err(|source| FanoutError::Sql {
+            step: "read template version",
+            source,
+        })?
+        .get(0);
+    Ok(Migrated {
+        tenant: tenant.id,
+        clerk_org_id: tenant.clerk_org_id.clone(),
+        from: tenant.template_version.unwrap_or(0),
+        to,
+        applied,
+    })
+}
+
+/// The second half: records the version the tenant's own history shows.
+pub async fn record(control: &Pool, tenant: &Tenant, m: &Migrated) -> Result<(), RegistryError> {
+    let client = control.get().await?;
+    client
+        .execute(
+            "UPDATE tenant_registry SET template_version = $2, updated_at = now() WHERE id = $1",
+            &[&tenant.id.as_uuid(), &m.to],
+        )
+        .await?;
+    record_event(
+        &client,
+        tenant.id,
+        "fanout",
+        "template_migrated",
+        Some((tenant.status, tenant.desired_state)),
+        (tenant.status, tenant.desired_state),
+        json!({ "from": m.from, "to": m.to, "applied": m.applied }),
+    )
+    .await
+}
