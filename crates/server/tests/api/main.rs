@@ -2,6 +2,7 @@
 //! One binary, one module per area; each test gets its own database.
 
 mod availability;
+mod check_tenants;
 mod cli;
 mod crash;
 mod doctor;
