@@ -110,6 +110,9 @@ pub struct ClerkSettings {
     pub jwt_public_key: Option<String>,
     #[serde(deserialize_with = "comma_list")]
     pub authorized_parties: Vec<String>,
+    pub api_url: String,
+    pub secret_key: Option<SecretString>,
+    pub write_back: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -311,6 +314,20 @@ impl Settings {
         })?;
         PasswordCipher::from_base64(key.expose_secret()).map_err(|e| ConfigError::Invalid {
             key: "crypto.key",
+            reason: e.to_string(),
+        })
+    }
+
+    /// The Clerk Backend API client (`clerk.api_url`, `clerk.secret_key`).
+    pub fn clerk_client(&self) -> Result<clerk_api::ClerkClient, ConfigError> {
+        let key = self.clerk.secret_key.as_ref().ok_or(ConfigError::Missing {
+            key: "clerk.secret_key",
+            env: "TENANT_PLANE__CLERK__SECRET_KEY",
+        })?;
+        let mut config = clerk_api::ClerkConfig::new(key.clone());
+        config.api_url = self.clerk.api_url.clone();
+        clerk_api::ClerkClient::new(config).map_err(|e| ConfigError::Invalid {
+            key: "clerk.api_url",
             reason: e.to_string(),
         })
     }

@@ -26,6 +26,8 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     NotConfigured(&'static str),
+    #[error("upstream error: {0}")]
+    Upstream(String),
     #[error(transparent)]
     Resolve(#[from] resolver::ResolveError),
     #[error("the control-plane database is unavailable; retry later")]
@@ -69,6 +71,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "bad_request",
             ApiError::Conflict(_) => "conflict",
             ApiError::NotConfigured(_) => "not_configured",
+            ApiError::Upstream(_) => "upstream",
             ApiError::Resolve(e) => e.code(),
             ApiError::Signature(_) => "invalid_signature",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
@@ -87,6 +90,7 @@ impl ResponseError for ApiError {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
             ApiError::Resolve(e) => e.status(),
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_) => StatusCode::BAD_REQUEST,

@@ -9,4 +9,6 @@ pub mod error;
 pub mod provisioning;
 pub mod routes;
 pub mod startup;
+pub mod sync;
 pub mod telemetry;
+pub mod writeback;

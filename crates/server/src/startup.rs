@@ -34,6 +34,8 @@ pub struct AppState {
     pub service_tokens: Vec<SecretString>,
     /// Present when `clerk.issuer` is configured.
     pub resolver: Option<Arc<Resolver>>,
+    /// Present when `clerk.secret_key` is configured.
+    pub clerk: Option<Arc<clerk_api::ClerkClient>>,
     pub expose_passwords: bool,
 }
 
@@ -74,6 +76,18 @@ impl Application {
         if let Some(resolver) = &resolver {
             resolver.listen_for_changes(registry::pool::parse_url(settings.database_url()?)?);
         }
+        let clerk = match settings.clerk.secret_key {
+            Some(_) => Some(Arc::new(settings.clerk_client()?)),
+            None => None,
+        };
+        if let (Some(clerk), true, Some((stop, _))) = (&clerk, settings.clerk.write_back, &worker) {
+            crate::writeback::spawn(
+                pool.clone(),
+                clerk.clone(),
+                settings.worker.poll_interval,
+                stop.subscribe(),
+            );
+        }
         let port = listener.local_addr()?.port();
         crate::telemetry::prometheus();
         let state = web::Data::new(AppState {
@@ -82,6 +96,7 @@ impl Application {
             body_limit: settings.http.body_limit,
             service_tokens: settings.internal.tokens.clone(),
             resolver,
+            clerk,
             expose_passwords: settings.internal.expose_passwords,
         });
         let server = HttpServer::new(move || {

@@ -74,6 +74,20 @@ pub enum Command {
         #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
         stuck_after: Duration,
     },
+    /// Reconcile the directory and the registry with the Clerk Backend API
+    /// (clerk.secret_key): create missing tenants, update names and slugs,
+    /// and report tenants whose organization Clerk no longer has. Those are
+    /// only marked deleted with --prune.
+    Sync {
+        /// Mark tenants whose organization no longer exists as deleted.
+        #[arg(long)]
+        prune: bool,
+        /// Only this organization (and its memberships).
+        #[arg(long)]
+        org: Option<registry::ids::ClerkOrgId>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Tools for trying tenant-plane out locally.
     #[command(subcommand)]
     Dev(dev::DevCommand),
@@ -103,6 +117,7 @@ impl Cli {
                     return Ok(ExitCode::from(doctor::FINDINGS_EXIT_CODE));
                 }
             }
+            Command::Sync { prune, org, json } => sync(&settings, prune, org, json).await?,
             Command::Dev(cmd) => cmd.run(&settings).await?,
         }
         Ok(ExitCode::SUCCESS)
@@ -123,11 +138,71 @@ async fn worker(settings: &Settings) -> anyhow::Result<()> {
     let pool = checked_pool(settings).await?;
     let reconciler = provisioning::prepare(settings, &pool).await?;
     let (stop, handle) = crate::startup::spawn_worker(settings, reconciler)?;
+    if settings.clerk.write_back {
+        let clerk = std::sync::Arc::new(settings.clerk_client()?);
+        crate::writeback::spawn(
+            pool.clone(),
+            clerk,
+            settings.worker.poll_interval,
+            stop.subscribe(),
+        );
+    }
     tracing::info!(concurrency = settings.worker.concurrency, "worker running");
     shutdown_signal().await;
     tracing::info!("stopping: finishing the current passes");
     let _ = stop.send(true);
     handle.await?;
+    Ok(())
+}
+
+async fn sync(
+    settings: &Settings,
+    prune: bool,
+    org: Option<registry::ids::ClerkOrgId>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let clerk = settings.clerk_client()?;
+    let pool = checked_pool(settings).await?;
+    let report = match &org {
+        Some(org) => crate::sync::sync_organization(&pool, &clerk, org, prune).await?,
+        None => crate::sync::sync_all(&pool, &clerk, prune).await?,
+    };
+    if json {
+        return table::print_json(&report);
+    }
+    println!(
+        "Clerk has {} organizations, {} users, {} memberships",
+        report.organizations_in_clerk, report.users_in_clerk, report.memberships_in_clerk
+    );
+    println!(
+        "created {} tenants: {}",
+        report.created.len(),
+        report.created.join(" ")
+    );
+    println!(
+        "updated {} tenants: {}",
+        report.updated.len(),
+        report.updated.join(" ")
+    );
+    println!(
+        "updated {} users, {} memberships",
+        report.users_updated, report.memberships_updated
+    );
+    if report.missing_in_clerk.is_empty() {
+        println!("every tenant's organization exists in Clerk");
+    } else if prune {
+        println!(
+            "marked deleted {} tenants whose organization Clerk no longer has: {}",
+            report.pruned.len(),
+            report.pruned.join(" ")
+        );
+    } else {
+        println!(
+            "{} tenants' organizations no longer exist in Clerk (run with --prune to mark them deleted): {}",
+            report.missing_in_clerk.len(),
+            report.missing_in_clerk.join(" ")
+        );
+    }
     Ok(())
 }
 

@@ -278,8 +278,9 @@ pub async fn resolve(
 #[openapi(
     info(title = "tenant-plane internal API", description = "Tenant look-ups, actions and session resolution for services of the platform."),
     paths(list, by_id, by_org, by_slug, suspend, resume, retry, restore, remove, resolve,
+          crate::routes::sync::sync_organization, crate::routes::sync::sync_all, crate::routes::sync::status,
           crate::routes::health::healthz, crate::routes::health::readyz, crate::routes::health::metrics_route),
-    components(schemas(TenantView, TenantPage, ErrorBody, ResolveRequest, ResolveResponse, SessionClaims, Connection)),
+    components(schemas(TenantView, TenantPage, ErrorBody, ResolveRequest, ResolveResponse, SessionClaims, Connection, crate::sync::SyncStatus)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
@@ -316,5 +317,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(restore)
         .service(remove)
         .service(resolve)
+        .service(crate::routes::sync::sync_organization)
+        .service(crate::routes::sync::sync_all)
+        .service(crate::routes::sync::status)
         .service(openapi_json);
 }

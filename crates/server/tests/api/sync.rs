@@ -1,0 +1,277 @@
+//! Backfill from Clerk: the local Clerk server holds organizations the
+//! webhooks never delivered and lacks one the registry has.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use webhooks::samples::{SampleEvent, SampleIds};
+
+use crate::fake_clerk::{membership, organization, user, FakeClerk, State, SECRET};
+use crate::helpers::{spawn_app_with, spawn_cli, wait_until, TestApp};
+use crate::resolve::SERVICE_TOKEN;
+
+const T0: i64 = 1_716_883_200_000;
+
+async fn run(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = spawn_cli(app, args, env).wait_with_output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+async fn desired(app: &TestApp, org: &str) -> String {
+    app.tenant(org)
+        .await
+        .map(|t| t.desired_state)
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sync_creates_missing_updates_stale_reports_extra_and_prunes_only_when_asked() {
+    let clerk = FakeClerk::start(State {
+        organizations: vec![
+            organization("org_known", "Known Renamed", "known-renamed", T0 + 5_000),
+            organization("org_missed1", "Missed One", "missed-one", T0),
+            organization("org_missed2", "Missed Two", "missed-two", T0),
+        ],
+        users: vec![
+            user("user_ada", "ada@example.com", T0),
+            user("user_bob", "bob@example.com", T0),
+        ],
+        memberships: vec![
+            (
+                "org_missed1".into(),
+                membership("orgmem_1", "org_missed1", "user_ada", "org:admin", T0),
+            ),
+            (
+                "org_known".into(),
+                membership("orgmem_2", "org_known", "user_bob", "org:member", T0),
+            ),
+        ],
+        // The first request is throttled: the sync waits and goes on.
+        throttle_next: 1,
+        ..State::default()
+    })
+    .await;
+    let app = spawn_app_with(&[
+        ("TENANT_PLANE__CLERK__API_URL", &clerk.url),
+        ("TENANT_PLANE__CLERK__SECRET_KEY", SECRET),
+    ])
+    .await;
+    // Seen by webhooks: org_known (an older name) and org_gone (which Clerk
+    // no longer has).
+    let known = SampleIds {
+        org_id: "org_known".parse().unwrap(),
+        ..SampleIds::random()
+    };
+    app.send(
+        &SampleEvent::new("organization.created", &known)
+            .unwrap()
+            .name("Known")
+            .slug(Some("known".into()))
+            .updated_at_ms(T0),
+    )
+    .await;
+    let gone = SampleIds {
+        org_id: "org_gone".parse().unwrap(),
+        ..SampleIds::random()
+    };
+    app.send(
+        &SampleEvent::new("organization.created", &gone)
+            .unwrap()
+            .updated_at_ms(T0),
+    )
+    .await;
+
+    let (code, out, err) = run(&app, &["sync"], &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("created 2 tenants: org_missed1 org_missed2"),
+        "{out}"
+    );
+    assert!(out.contains("updated 1 tenants: org_known"), "{out}");
+    assert!(out.contains("org_gone") && out.contains("--prune"), "{out}");
+    assert_eq!(app.tenant("org_known").await.unwrap().name, "Known Renamed");
+    assert_eq!(
+        app.tenant("org_missed1").await.unwrap().slug.as_deref(),
+        Some("missed-one")
+    );
+    assert_eq!(
+        desired(&app, "org_gone").await,
+        "active",
+        "reported, not pruned"
+    );
+    assert_eq!(app.count("users").await, 2);
+    assert_eq!(app.count("organization_memberships").await, 2);
+
+    // The 429 was honoured: the retry came after the Retry-After second.
+    let log = clerk.log();
+    assert_eq!(log[0].2, 429);
+    assert_eq!(log[1].1, log[0].1, "the same request was retried");
+    let waited = log[1].0.duration_since(log[0].0);
+    assert!(
+        waited >= Duration::from_millis(900),
+        "retried after {waited:?}"
+    );
+
+    // A second run changes nothing; --prune marks org_gone deleted.
+    let (_, out, _) = run(&app, &["sync", "--json"], &[]).await;
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["created"], json!([]));
+    assert_eq!(report["updated"], json!([]));
+    assert_eq!(report["missing_in_clerk"], json!(["org_gone"]));
+    let (code, out, _) = run(&app, &["sync", "--prune"], &[]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("marked deleted 1 tenants whose organization Clerk no longer has: org_gone"),
+        "{out}"
+    );
+    assert_eq!(desired(&app, "org_gone").await, "deleted");
+    assert_eq!(desired(&app, "org_missed1").await, "active");
+}
+
+#[tokio::test]
+async fn sync_routes_and_status_over_the_internal_api() {
+    let clerk = FakeClerk::start(State {
+        organizations: vec![organization("org_viahttp", "Via HTTP", "via-http", T0)],
+        ..State::default()
+    })
+    .await;
+    let app = spawn_app_with(&[
+        ("TENANT_PLANE__CLERK__API_URL", &clerk.url),
+        ("TENANT_PLANE__CLERK__SECRET_KEY", SECRET),
+        ("TENANT_PLANE__INTERNAL__TOKENS", SERVICE_TOKEN),
+    ])
+    .await;
+    let post = |path: String| {
+        app.http
+            .post(format!("{}{path}", app.address))
+            .bearer_auth(SERVICE_TOKEN)
+            .send()
+    };
+    let r = post("/internal/v1/sync/organizations/org_viahttp".into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["created"], json!(["org_viahttp"]));
+    let r = post("/internal/v1/sync/organizations/org_notinclerk".into())
+        .await
+        .unwrap();
+    let report: Value = r.json().await.unwrap();
+    assert_eq!(report["missing_in_clerk"], json!(["org_notinclerk"]));
+    let r = post("/internal/v1/sync/organizations/bad'id".into())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let r = post("/internal/v1/sync/all".into()).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let status = || async {
+        app.http
+            .get(format!("{}/internal/v1/sync/status", app.address))
+            .bearer_auth(SERVICE_TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    };
+    wait_until(
+        "the full sync to finish",
+        Duration::from_secs(20),
+        || async {
+            let s = status().await;
+            s["last_sync"]["scope"] == "all" && !s["last_sync"]["finished_at"].is_null()
+        },
+    )
+    .await;
+    let s = status().await;
+    assert_eq!(s["last_sync"]["report"]["organizations_in_clerk"], 1);
+    assert_eq!(s["tenants"], 1);
+    assert_eq!(s["webhooks_dead"], 0);
+    let r = app
+        .http
+        .get(format!("{}/internal/v1/sync/status", app.address))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn without_a_secret_key_sync_says_what_to_configure() {
+    let app = spawn_app_with(&[("TENANT_PLANE__INTERNAL__TOKENS", SERVICE_TOKEN)]).await;
+    let (code, _, err) = run(&app, &["sync"], &[]).await;
+    assert_eq!(code, 1);
+    assert!(err.contains("clerk.secret_key"), "{err}");
+    let r = app
+        .http
+        .post(format!("{}/internal/v1/sync/all", app.address))
+        .bearer_auth(SERVICE_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+}
+
+#[tokio::test]
+async fn write_back_puts_the_tenant_id_into_the_organization_metadata_once() {
+    let clerk = FakeClerk::start(State {
+        organizations: vec![organization("org_writeback", "WB", "wb", T0)],
+        ..State::default()
+    })
+    .await;
+    let app = spawn_app_with(&[
+        ("TENANT_PLANE__CLERK__API_URL", &clerk.url),
+        ("TENANT_PLANE__CLERK__SECRET_KEY", SECRET),
+    ])
+    .await;
+    let ids = SampleIds {
+        org_id: "org_writeback".parse().unwrap(),
+        ..SampleIds::random()
+    };
+    app.send(
+        &SampleEvent::new("organization.created", &ids)
+            .unwrap()
+            .slug(Some("wb".into())),
+    )
+    .await;
+    let client = app.settings.clerk_client().unwrap();
+    assert_eq!(
+        tenant_plane::writeback::run_once(&app.pool(), &client)
+            .await
+            .unwrap(),
+        0,
+        "not active yet"
+    );
+    app.reconcile().await;
+    assert_eq!(
+        tenant_plane::writeback::run_once(&app.pool(), &client)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        tenant_plane::writeback::run_once(&app.pool(), &client)
+            .await
+            .unwrap(),
+        0,
+        "written once"
+    );
+    let t = app.registry_tenant("org_writeback").await;
+    let stored = clerk.state.lock().unwrap().organizations[0]["public_metadata"].clone();
+    assert_eq!(
+        stored,
+        json!({ "tenant_id": t.id.to_string(), "tenant_slug": "wb" })
+    );
+    let patches = clerk
+        .log()
+        .iter()
+        .filter(|(_, r, _)| r.starts_with("PATCH"))
+        .count();
+    assert_eq!(patches, 1);
+}
