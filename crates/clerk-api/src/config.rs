@@ -164,37 +164,28 @@ mod tests {
         }
     }
 
+    /// A setting to spoil.
+    type Change = fn(&mut ClerkConfig);
+
     #[test]
     fn refuses_bad_settings() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut ClerkConfig)>)> = vec![
-            ("page_size", Box::new(|c| c.page_size = 0)),
-            ("page_size", Box::new(|c| c.page_size = 501)),
-            (
-                "secret_key",
-                Box::new(|c| c.secret_key = " ".to_owned().into()),
-            ),
-            (
-                "max_retry_wait",
-                Box::new(|c| c.max_retry_wait = Duration::ZERO),
-            ),
-            (
-                "min_retry_wait",
-                Box::new(|c| c.min_retry_wait = Duration::from_secs(60)),
-            ),
-            ("metadata_rate", Box::new(|c| c.metadata_rate.0 = 0)),
-            (
-                "api_url",
-                Box::new(|c| c.api_url = "ftp://api.clerk.com".into()),
-            ),
-            ("api_url", Box::new(|c| c.api_url = "not a url".into())),
-            (
-                "api_url",
-                Box::new(|c| c.api_url = "https://api.clerk.com/?x=1".into()),
-            ),
-            (
-                "api_url",
-                Box::new(|c| c.api_url = "https://user:sk_live_leak@api.clerk.com".into()),
-            ),
+        let cases: Vec<(&str, Change)> = vec![
+            ("page_size", |c| c.page_size = 0),
+            ("page_size", |c| c.page_size = 501),
+            ("secret_key", |c| c.secret_key = " ".to_owned().into()),
+            ("max_retry_wait", |c| c.max_retry_wait = Duration::ZERO),
+            ("min_retry_wait", |c| {
+                c.min_retry_wait = Duration::from_secs(60)
+            }),
+            ("metadata_rate", |c| c.metadata_rate.0 = 0),
+            ("api_url", |c| c.api_url = "ftp://api.clerk.com".into()),
+            ("api_url", |c| c.api_url = "not a url".into()),
+            ("api_url", |c| {
+                c.api_url = "https://api.clerk.com/?x=1".into()
+            }),
+            ("api_url", |c| {
+                c.api_url = "https://user:sk_live_leak@api.clerk.com".into()
+            }),
         ];
         for (key, change) in cases {
             let mut c = config();
