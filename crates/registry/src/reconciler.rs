@@ -504,6 +504,13 @@ impl Reconciler {
             .await?;
         }
         notify_changed(tx, t.id).await?;
+        if status == TenantStatus::Active && t.status == TenantStatus::Provisioning {
+            // From registration (the webhook) to a usable database.
+            let seconds = (Utc::now() - t.created_at).num_milliseconds() as f64 / 1000.0;
+            metrics::histogram!("tenant_plane_provisioning_seconds").record(seconds);
+        }
+        metrics::counter!("tenant_plane_reconciled_total", "status" => status.as_str())
+            .increment(1);
         tracing::info!(status = %status, "tenant reconciled");
         Ok(status)
     }

@@ -19,6 +19,9 @@ const ROUTES: &[(&str, &str)] = &[
     ("POST", "/internal/v1/tenants/{id}/restore"),
     ("DELETE", "/internal/v1/tenants/{id}"),
     ("POST", "/internal/v1/resolve"),
+    ("POST", "/internal/v1/sync/organizations/{clerk_org_id}"),
+    ("POST", "/internal/v1/sync/all"),
+    ("GET", "/internal/v1/sync/status"),
 ];
 
 fn fill(path: &str, id: &str, org: &str, slug: &str) -> String {
@@ -255,11 +258,12 @@ async fn the_openapi_document_lists_every_route_and_metrics_are_exposed() {
     }
     assert_eq!(
         paths.len(),
-        10 - 1 /* two methods share /tenants/{id} */ + 3
+        ROUTES.len() - 1 /* two methods share /tenants/{id} */ + 3
     );
     assert!(doc["components"]["securitySchemes"]["service_token"].is_object());
 
     app.create_org("metered").await;
+    app.reconcile().await;
     let metrics = app
         .http
         .get(format!("{}/metrics", app.address))
@@ -276,7 +280,11 @@ async fn the_openapi_document_lists_every_route_and_metrics_are_exposed() {
         "{metrics}"
     );
     assert!(
-        metrics.contains("tenant_plane_tenants{status=\"pending\"}"),
+        metrics.contains("tenant_plane_tenants{status=\"active\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tenant_plane_provisioning_seconds"),
         "{metrics}"
     );
 }
