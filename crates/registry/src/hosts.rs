@@ -104,24 +104,14 @@ fn valid_host_name(name: &str) -> bool {
 
 /// Adds a host, or updates its address and capacity if the name exists.
 pub async fn upsert(client: &impl GenericClient, host: &NewHost) -> Result<DbHost, RegistryError> {
-    client
-        .execute(
-            "INSERT INTO db_hosts (id, name, host, port, admin_user, capacity)
-             VALUES ($1, $2, $3, $4, $5, $6)
-             ON CONFLICT (name) DO UPDATE
-                SET host = EXCLUDED.host, port = EXCLUDED.port,
-                    admin_user = EXCLUDED.admin_user, capacity = EXCLUDED.capacity,
-                    updated_at = now()",
-            &[
-                &Uuid::now_v7(),
-                &host.name,
-                &host.host,
-                &i32::from(host.port),
-                &host.admin_user,
-                &host.capacity,
-            ],
-        )
-        .await?;
+    insert(
+        client,
+        host,
+        "DO UPDATE SET host = EXCLUDED.host, port = EXCLUDED.port,
+                       admin_user = EXCLUDED.admin_user, capacity = EXCLUDED.capacity,
+                       updated_at = now()",
+    )
+    .await?;
     Ok(get(client, &host.name)
         .await?
         .expect("the host was just written"))
@@ -139,10 +129,20 @@ pub fn check_name(name: &str) -> Result<(), HostError> {
 /// Adds the host only if no host of that name exists (start-up seeding must
 /// not undo an operator's `hosts drain`).
 pub async fn seed(client: &impl GenericClient, host: &NewHost) -> Result<(), RegistryError> {
+    insert(client, host, "DO NOTHING").await
+}
+
+async fn insert(
+    client: &impl GenericClient,
+    host: &NewHost,
+    on_conflict: &'static str,
+) -> Result<(), RegistryError> {
     client
         .execute(
-            "INSERT INTO db_hosts (id, name, host, port, admin_user, capacity)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
+            &format!(
+                "INSERT INTO db_hosts (id, name, host, port, admin_user, capacity)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) {on_conflict}"
+            ),
             &[
                 &Uuid::now_v7(),
                 &host.name,

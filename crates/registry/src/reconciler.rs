@@ -677,6 +677,17 @@ async fn listen_for_wakeups(
     }
 }
 
+async fn role_exists(admin: &Client, role: &PgIdent) -> Result<bool, StepError> {
+    Ok(admin
+        .query_opt(
+            "SELECT 1 FROM pg_roles WHERE rolname = $1",
+            &[&role.as_str()],
+        )
+        .await
+        .map_err(sql("look up role"))?
+        .is_some())
+}
+
 async fn database_exists(admin: &Client, db: &PgIdent) -> Result<bool, StepError> {
     Ok(admin
         .query_opt(
@@ -698,14 +709,7 @@ async fn ensure_login_role(
 ) -> Result<(), StepError> {
     let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
     let options = format!("LOGIN NOINHERIT PASSWORD {}", quote_literal(&verifier));
-    let exists = admin
-        .query_opt(
-            "SELECT 1 FROM pg_roles WHERE rolname = $1",
-            &[&role.as_str()],
-        )
-        .await
-        .map_err(sql("look up role"))?
-        .is_some();
+    let exists = role_exists(admin, role).await?;
     if !exists {
         match admin
             .batch_execute(&format!("CREATE ROLE {role} {options}"))
@@ -726,14 +730,7 @@ async fn ensure_login_role(
 /// NOLOGIN, then end the role's sessions so that it is locked out now, not at
 /// its next connection.
 async fn disable_role(admin: &Client, role: &PgIdent) -> Result<(), StepError> {
-    let exists = admin
-        .query_opt(
-            "SELECT 1 FROM pg_roles WHERE rolname = $1",
-            &[&role.as_str()],
-        )
-        .await
-        .map_err(sql("look up role"))?
-        .is_some();
+    let exists = role_exists(admin, role).await?;
     if exists {
         admin
             .batch_execute(&format!("ALTER ROLE {role} NOLOGIN"))

@@ -90,29 +90,36 @@ async fn connect_config(config: &Config) -> Client {
     client
 }
 
+/// Runs async cleanup from `Drop`, which is not async: on a short-lived
+/// runtime of its own thread, so the test's runtime is neither blocked nor
+/// re-entered.
+fn cleanup_on_drop<F>(cleanup: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    let _ = std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(cleanup);
+        }
+    })
+    .join();
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
-        // Drop runs outside async context; a short-lived runtime on its own
-        // thread does the async cleanup without blocking the test's runtime.
         let name = self.name.clone();
         let admin = self.admin.clone();
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                if let Ok((client, connection)) = admin.connect(NoTls).await {
-                    tokio::spawn(connection);
-                    let _ = client
-                        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-                        .await;
-                }
-            });
-        })
-        .join();
+        cleanup_on_drop(async move {
+            if let Ok((client, connection)) = admin.connect(NoTls).await {
+                tokio::spawn(connection);
+                let _ = client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+                    .await;
+            }
+        });
     }
 }
 
@@ -165,20 +172,11 @@ impl Drop for PrefixGuard {
     fn drop(&mut self) {
         let servers = self.servers.clone();
         let pattern = format!("{}%", self.prefix.replace('_', "\\_"));
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
-                return;
-            };
-            rt.block_on(async move {
-                for admin in servers {
-                    drop_prefixed(&admin, &pattern).await;
-                }
-            });
-        })
-        .join();
+        cleanup_on_drop(async move {
+            for admin in servers {
+                drop_prefixed(&admin, &pattern).await;
+            }
+        });
     }
 }
 

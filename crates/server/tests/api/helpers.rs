@@ -373,6 +373,17 @@ pub fn spawn_cli(
     cmd.spawn().expect("spawn tenant-plane")
 }
 
+/// Runs `tenant-plane <args>` configured like `app` to completion: exit
+/// code, stdout, stderr.
+pub async fn run_cli(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = spawn_cli(app, args, env).wait_with_output().await.unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A `tenant-plane worker`, optionally told to pause (and wait to be
 /// killed) at a reconciler step.
 pub fn spawn_worker(app: &TestApp, pause_at: Option<&str>) -> tokio::process::Child {

@@ -44,7 +44,8 @@ async fn distinct_deliveries_of_one_new_organization_racing_create_one_tenant() 
         app.deliver(id, e.to_body())
     });
     for r in join_all(sends).await {
-        assert_eq!(r.status(), 200);
+        let status = r.status();
+        assert_eq!(status, 200, "{}", r.text().await.unwrap_or_default());
     }
     assert_eq!(app.count("tenant_registry").await, 1);
     assert_eq!(app.count("webhook_events").await, 20);

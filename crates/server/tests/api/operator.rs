@@ -6,16 +6,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{spawn_app, spawn_cli, wait_for_stderr, TestApp};
-
-async fn run(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = spawn_cli(app, args, env).wait_with_output().await.unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use crate::helpers::{run_cli as run, spawn_app, spawn_cli, wait_for_stderr, TestApp};
 
 #[tokio::test]
 async fn tenant_host_and_webhook_commands_report_and_act() {

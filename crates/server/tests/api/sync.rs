@@ -7,19 +7,10 @@ use serde_json::{json, Value};
 use webhooks::samples::{SampleEvent, SampleIds};
 
 use crate::fake_clerk::{membership, organization, user, FakeClerk, State, SECRET};
-use crate::helpers::{spawn_app_with, spawn_cli, wait_until, TestApp};
+use crate::helpers::{run_cli as run, spawn_app_with, wait_until, TestApp};
 use crate::resolve::SERVICE_TOKEN;
 
 const T0: i64 = 1_716_883_200_000;
-
-async fn run(app: &TestApp, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = spawn_cli(app, args, env).wait_with_output().await.unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 async fn desired(app: &TestApp, org: &str) -> String {
     app.tenant(org)
