@@ -71,6 +71,16 @@ pub struct Membership {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Waits for, then holds until commit, the advisory lock of `key` in
+/// `space`, serialising writers of the same organization or slug.
+async fn serialize(tx: &Transaction<'_>, space: &str, key: &str) -> Result<(), RegistryError> {
+    let stmt = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended($1 || ':' || $2, 0))")
+        .await?;
+    tx.execute(&stmt, &[&space, &key]).await?;
+    Ok(())
+}
+
 /// The row of an organization, locked for the rest of the transaction.
 struct Locked {
     source_updated_at: DateTime<Utc>,
@@ -106,6 +116,14 @@ pub async fn upsert_organization(
     org: &Organization,
     actor: &str,
 ) -> Result<Change, RegistryError> {
+    // Lock order, the same in every writer of organizations: the
+    // organization's advisory lock, then the slug's, then rows. Concurrent
+    // events for one organization queue on the first (so its insert race
+    // cannot interleave with an update), and claims of one slug on the second.
+    serialize(tx, "org", org.id.as_str()).await?;
+    if let Some(slug) = &org.slug {
+        serialize(tx, "slug", slug).await?;
+    }
     let existing = lock_organization(tx, &org.id).await?;
     if let Some(row) = &existing {
         if row.desired == DesiredState::Deleted || row.source_updated_at >= org.updated_at {
@@ -116,14 +134,10 @@ pub async fn upsert_organization(
     // Slugs are unique in Clerk at any moment, but a rename and a reuse can
     // arrive out of order: the newest claim to a slug wins, and the other
     // holder's (display-only) slug is cleared until its own update arrives.
-    // Claims of one slug are serialised by an advisory lock, since a
-    // concurrent claimer's uncommitted insert is invisible to our UPDATE.
+    // (The slug's advisory lock, taken above, makes a concurrent claimer's
+    // insert visible here before we decide.)
     let mut slug = org.slug.clone();
     if let Some(claimed) = &org.slug {
-        let lock = tx
-            .prepare_cached("SELECT pg_advisory_xact_lock(hashtextextended('slug:' || $1, 0))")
-            .await?;
-        tx.execute(&lock, &[claimed]).await?;
         let holder = tx
             .prepare_cached(
                 "SELECT source_updated_at FROM tenant_registry
@@ -165,9 +179,8 @@ pub async fn upsert_organization(
         return Ok(Change::Applied);
     }
 
-    // A concurrent transaction may insert the same organization between the
-    // lock above (which found no row) and here; ON CONFLICT re-checks the
-    // watermark against the row it committed.
+    // ON CONFLICT re-checks the watermark should a writer that does not take
+    // the organization's lock (none today) have inserted it meanwhile.
     let id = TenantId::new();
     let stmt = tx
         .prepare_cached(
@@ -224,6 +237,7 @@ pub async fn delete_organization(
     at: DateTime<Utc>,
     actor: &str,
 ) -> Result<Change, RegistryError> {
+    serialize(tx, "org", org.as_str()).await?;
     if let Some(row) = lock_organization(tx, org).await? {
         if row.desired == DesiredState::Deleted {
             return Ok(Change::Stale);
@@ -264,8 +278,9 @@ pub async fn delete_organization(
         .execute(&stmt, &[&id.as_uuid(), &org.as_str(), &at])
         .await?;
     if inserted == 0 {
-        // A concurrent `created` won the race: mark that row instead.
-        return Box::pin(delete_organization(tx, org, at, actor)).await;
+        // Cannot happen while writers hold the organization's lock; refuse
+        // rather than guess.
+        return Ok(Change::Stale);
     }
     record_event(
         tx,
