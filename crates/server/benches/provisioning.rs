@@ -1,0 +1,782 @@
+//! Provisioning, from an organization.created webhook to an active tenant,
+//! beside raw `CREATE DATABASE ... TEMPLATE` from the same run on the same
+//! PostgreSQL.
+//!
+//! ```sh
+//! export TENANT_PLANE_TEST_DATABASE_URL=$(scripts/dev-db | tail -1)
+//! cargo bench -p tenant-plane --bench provisioning -- [--tenants N] [--concurrency 1,4]
+//! ```
+//!
+//! For each concurrency C, on a fresh migrated database and tenant prefix:
+//!
+//! - `app`: the application as `serve` builds it, in this process on port 0,
+//!   with the provisioning worker on (C workers). C senders each POST a
+//!   signed organization.created and wait until that tenant is `active`
+//!   before sending the next one (a closed loop: at most C tenants in
+//!   flight, one per worker). A tenant's latency runs from just before its
+//!   POST to the arrival of the `tenant_plane_tenant_changed` notification
+//!   after which its row reads `active`: we LISTEN on a connection of our
+//!   own and run one query per notification, nothing polls.
+//! - `raw`: C admin connections each issuing `CREATE DATABASE ... TEMPLATE`
+//!   back to back, cloning the very template database the app made. This is
+//!   the floor: what `app` costs beyond it is the webhook, the claim and
+//!   result transactions, two new connections per tenant (SCRAM), the role,
+//!   the grants and the template version read.
+//!
+//! A closed loop, rather than firing all N webhooks at once, keeps the two
+//! variants comparable: open-loop latencies would be mostly time spent
+//! queued behind other tenants, while `raw` has no queue.
+//!
+//! The workers are meant to be woken by NOTIFY alone, but a wake-up that
+//! arrives while a worker is between finding no work and starting to wait
+//! is lost (`Reconciler::run` makes its `Notified` future only after the
+//! pass, and `Notify::notify_waiters` keeps no permit), and the tenant then
+//! waits for the workers' backstop poll. The closed loop hits that window
+//! often, since each webhook follows the previous activation by a few
+//! milliseconds. So the poll is short (`--poll-interval`, 1s) rather than
+//! the hour that would hang the run, and tenants that took longer than 0.9
+//! of it are counted as woken by the poll and reported beside the figures,
+//! which include them.
+//!
+//! `BENCH_LOG=info` (any tracing filter) shows the application's logs.
+//!
+//! Speed is printed, never asserted. What is checked is that every webhook
+//! was applied and every tenant became active within a liveness bound,
+//! because figures over failed provisioning would mean nothing. Every
+//! database and role made under a run's prefix is dropped at the end.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context};
+use base64::Engine;
+use clap::Parser;
+use futures::StreamExt;
+use registry::naming::{quote_ident, PgIdent};
+use registry::tenants::CHANGED_CHANNEL;
+use reqwest::header::CONTENT_TYPE;
+use reqwest::StatusCode;
+use tenant_plane::config::Settings;
+use tenant_plane::startup::Application;
+use testkit::{PrefixGuard, TestDatabase};
+use tokio::sync::{mpsc, oneshot};
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+use webhooks::samples::{SampleEvent, SampleIds};
+use webhooks::WebhookVerifier;
+
+/// Where testkit looks for the PostgreSQL admin URL.
+const DATABASE_URL_VARS: [&str; 2] = [
+    "TENANT_PLANE_TEST_DATABASE_URL",
+    "TENANT_PLANE__DATABASE__URL",
+];
+
+/// How long one tenant may take to become active before the run is called
+/// failed. A liveness bound (provisioning takes well under a second), not a
+/// speed assertion: with a `--poll-interval` longer than this, a lost
+/// wake-up would otherwise hang the bench for the whole interval.
+const ACTIVE_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Connections that drop a run's databases together. PostgreSQL 15 waits
+/// for a checkpoint in every DROP DATABASE, and drops waiting at the same
+/// time share one; one by one, as the prefix guard drops, 400 databases
+/// take many minutes when fsync is on.
+const CLEANUP_CONNECTIONS: usize = 16;
+
+/// A tenant slower than this fraction of the poll interval is taken to have
+/// been woken by the backstop poll: provisioning itself takes a fraction of
+/// the default 1s, and every tenant has a worker of its own.
+const POLLED_FRACTION: f64 = 0.9;
+
+/// Measures webhook-to-active provisioning beside raw CREATE DATABASE.
+#[derive(Debug, Parser)]
+#[command(
+    name = "provisioning",
+    bin_name = "cargo bench -p tenant-plane --bench provisioning --"
+)]
+struct Args {
+    /// Tenants per run (each variant, each concurrency).
+    #[arg(long, default_value_t = 200, value_parser = positive)]
+    tenants: usize,
+    /// Concurrent senders and workers (app) or connections (raw),
+    /// comma-separated: one pair of runs per value.
+    #[arg(long, value_delimiter = ',', default_value = "1,4", value_parser = positive)]
+    concurrency: Vec<usize>,
+    /// The workers' backstop poll (worker.poll_interval): how long a tenant
+    /// whose NOTIFY wake-up was lost waits. Keep it well above the normal
+    /// latency, or the count of tenants woken by it means nothing.
+    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    poll_interval: Duration,
+    /// Passed by `cargo bench` to every bench binary; nothing to do with it.
+    #[arg(long = "bench", hide = true)]
+    _bench: bool,
+}
+
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    // No subscriber by default, so the app pays for no log lines.
+    if let Ok(level) = std::env::var("BENCH_LOG") {
+        tenant_plane::telemetry::init(tenant_plane::config::LogFormat::Pretty, &level);
+    }
+    if !database_configured() {
+        eprintln!(
+            "provisioning needs the dev PostgreSQL. Start it and point the bench at it:\n\n    \
+             export TENANT_PLANE_TEST_DATABASE_URL=$(scripts/dev-db | tail -1)\n"
+        );
+        return ExitCode::FAILURE;
+    }
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn database_configured() -> bool {
+    DATABASE_URL_VARS
+        .iter()
+        .any(|var| std::env::var(var).is_ok_and(|url| !url.is_empty()))
+}
+
+fn run(args: &Args) -> anyhow::Result<()> {
+    on_fresh_runtime(print_context(args))?;
+    println!();
+    println!(
+        "{:<9}{:>3}{:>9}{:>11}{:>10}{:>10}",
+        "variant", "C", "tenants", "tenants/s", "p50(ms)", "p99(ms)"
+    );
+    for &concurrency in &args.concurrency {
+        measure_pair(args, concurrency)?;
+    }
+    Ok(())
+}
+
+/// Both variants at one concurrency, on a fresh control database and tenant
+/// prefix, printed as they finish.
+///
+/// The database and the prefix guard are held here, not in a phase, so that
+/// they are dropped (with every database and role under the prefix) only
+/// once no runtime is left to run a worker or sender that could make
+/// another database after the guard has listed them, even on Ctrl-C.
+fn measure_pair(args: &Args, concurrency: usize) -> anyhow::Result<()> {
+    let db = on_fresh_runtime(async { Ok(TestDatabase::migrated().await) })?;
+    let prefix = PrefixGuard::new();
+
+    let (app, template) = on_fresh_runtime(measure_app(args, concurrency, &db, &prefix.prefix))?;
+    println!("{}", app.row());
+    println!("{}", polled_line(&app, args.poll_interval));
+    let raw = on_fresh_runtime(measure_raw(
+        &template,
+        &prefix.prefix,
+        args.tenants,
+        concurrency,
+    ))?;
+    println!("{}", raw.row());
+    println!("{}", ratio_line(&app, &raw));
+
+    if let Err(e) = on_fresh_runtime(drop_databases(&prefix.prefix)) {
+        eprintln!("warning: dropping the run's databases: {e:#}");
+    }
+    Ok(())
+}
+
+/// Runs one phase on a runtime of its own, shut down when the phase ends.
+///
+/// The application has no stop handle, and dropping its
+/// `run_until_stopped` future drops the sender its workers watch for
+/// shutdown, after which their idle wait returns at once and they spin on
+/// the control database. Ending the runtime ends those tasks instead, so
+/// nothing from one phase runs during the next.
+///
+/// Ctrl-C ends the phase with an error, so that the databases made so far
+/// are dropped on the way out (the application's own signal handler would
+/// only stop its HTTP server and leave the bench waiting).
+fn on_fresh_runtime<T>(phase: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("start a tokio runtime")?;
+    let result = runtime.block_on(async {
+        tokio::select! {
+            result = phase => result,
+            _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+        }
+    });
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+/// Flushes every dirty buffer before a timed run. Each run creates
+/// hundreds of databases; without this, the next run would pay for writing
+/// them out (the checkpointer's I/O) and whichever variant goes second would
+/// look slower.
+async fn checkpoint() -> anyhow::Result<()> {
+    admin_connection()
+        .await?
+        .batch_execute("CHECKPOINT")
+        .await
+        .context("CHECKPOINT")
+}
+
+async fn admin_connection() -> anyhow::Result<Client> {
+    let config: tokio_postgres::Config = testkit::admin_url()
+        .parse()
+        .context("the PostgreSQL admin URL does not parse")?;
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .context("cannot connect to the dev PostgreSQL; is scripts/dev-db running?")?;
+    tokio::spawn(connection);
+    Ok(client)
+}
+
+/// What the figures depend on besides the code: CPUs, PostgreSQL version,
+/// and fsync, which decides much of what CREATE and DROP DATABASE cost
+/// (scripts/test starts the dev cluster with fsync off).
+async fn print_context(args: &Args) -> anyhow::Result<()> {
+    let client = admin_connection().await?;
+    let row = client
+        .query_one(
+            "SELECT version(), current_setting('fsync'), current_setting('synchronous_commit')",
+            &[],
+        )
+        .await?;
+    let (version, fsync, synchronous_commit): (String, String, String) =
+        (row.get(0), row.get(1), row.get(2));
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+
+    println!("provisioning benchmark: app (webhook to active tenant) against raw CREATE DATABASE");
+    println!("machine:    {cpus} CPUs; client, server and PostgreSQL all on this machine");
+    println!("PostgreSQL: {version}");
+    println!("            fsync={fsync}, synchronous_commit={synchronous_commit}");
+    println!(
+        "tenants:    {} timed per run (+C warm-up); app: C senders in a closed loop, \
+         C workers woken by NOTIFY (backstop poll {}), active seen by LISTEN {CHANGED_CHANNEL}",
+        args.tenants,
+        humantime::format_duration(args.poll_interval),
+    );
+    Ok(())
+}
+
+/// The `app` variant at one concurrency, on `db` and under `prefix`.
+/// Returns the run and the template database the app made, for `raw`.
+async fn measure_app(
+    args: &Args,
+    concurrency: usize,
+    db: &TestDatabase,
+    prefix: &str,
+) -> anyhow::Result<(Run, PgIdent)> {
+    let secret = random_secret();
+    let settings = app_settings(&db.url(), &secret, prefix, concurrency, args.poll_interval)?;
+    let template = settings.prefix()?.template_ident();
+
+    // Builds the template database on the server and starts the workers.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    let app = Application::build(&settings, listener).await?;
+    let target = Arc::new(AppTarget {
+        url: format!("http://127.0.0.1:{}/webhooks/clerk", app.port()),
+        http: reqwest::Client::new(),
+        verifier: WebhookVerifier::new(&secret)?,
+        watch: ActiveWatch::start(db).await?,
+        db: db.client().await,
+    });
+    tokio::spawn(app.run_until_stopped());
+
+    // Untimed: opens the HTTP keep-alive connections and the pooled control
+    // connections, so they are not charged to the first timed tenants.
+    drive(target.clone(), concurrency, concurrency, provision_one).await?;
+    checkpoint().await?;
+    let spans = drive(target, args.tenants, concurrency, provision_one).await?;
+    Ok((Run::new("app", concurrency, spans), template))
+}
+
+fn random_secret() -> String {
+    let bytes: [u8; 24] = rand::random();
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+fn random_key() -> String {
+    let bytes: [u8; 32] = rand::random();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// The environment the tests give the app (tests/api/helpers.rs `test_env`),
+/// but with the worker on: C workers, woken by NOTIFY or the backstop poll.
+fn app_settings(
+    database_url: &str,
+    secret: &str,
+    tenant_prefix: &str,
+    concurrency: usize,
+    poll_interval: Duration,
+) -> anyhow::Result<Settings> {
+    let concurrency = concurrency.to_string();
+    let poll_interval = humantime::format_duration(poll_interval).to_string();
+    let key = random_key();
+    let env = [
+        ("TENANT_PLANE__DATABASE__URL", database_url),
+        ("TENANT_PLANE__CLERK__WEBHOOK_SECRET", secret),
+        ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
+        ("TENANT_PLANE__TENANTS__PREFIX", tenant_prefix),
+        ("TENANT_PLANE__TENANTS__RETENTION", "0s"),
+        ("TENANT_PLANE__CRYPTO__KEY", key.as_str()),
+        ("TENANT_PLANE__WORKER__ENABLED", "true"),
+        ("TENANT_PLANE__WORKER__CONCURRENCY", concurrency.as_str()),
+        (
+            "TENANT_PLANE__WORKER__POLL_INTERVAL",
+            poll_interval.as_str(),
+        ),
+    ];
+    Ok(Settings::load_from(
+        None,
+        env.map(|(k, v)| (k.to_owned(), v.to_owned())),
+    )?)
+}
+
+/// Everything a sender needs.
+struct AppTarget {
+    url: String,
+    http: reqwest::Client,
+    verifier: WebhookVerifier,
+    watch: ActiveWatch,
+    /// Control database, to say why a tenant did not become active.
+    db: Client,
+}
+
+/// Start and end of one timed operation.
+#[derive(Clone, Copy)]
+struct Span {
+    start: Instant,
+    end: Instant,
+}
+
+/// One tenant: webhook POSTed, answered `applied`, then waited on until
+/// its row is `active`.
+async fn provision_one(target: Arc<AppTarget>, _task: usize, _item: usize) -> anyhow::Result<Span> {
+    // Clerk slugs are unique; the samples all share one.
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let ids = SampleIds::random();
+    let event = SampleEvent::new("organization.created", &ids)?
+        .name(format!("Acme {}", &tag[..8]))
+        .slug(Some(format!("acme-{tag}")));
+    let body = event.to_body();
+    let svix_id = format!("msg_{}", uuid::Uuid::new_v4().simple());
+    let headers = target
+        .verifier
+        .signed_headers(&svix_id, chrono::Utc::now().timestamp(), &body);
+    let org_id = ids.org_id.as_str();
+    // Registered before the POST, so the notification cannot come first.
+    let active = target.watch.expect(org_id);
+
+    let start = Instant::now();
+    post(&target, headers, body)
+        .await
+        .with_context(|| format!("webhook for {org_id}"))?;
+    match tokio::time::timeout(ACTIVE_DEADLINE, active).await {
+        Ok(Ok(end)) => Ok(Span { start, end }),
+        Ok(Err(_)) => bail!("the LISTEN connection closed while waiting for {org_id}"),
+        // Still `pending` with no attempt means no worker was woken: a lost
+        // wake-up that a poll interval above the deadline did not repair.
+        Err(_) => bail!(
+            "tenant {org_id} not active {}s after its webhook: {} \
+             (pending with no attempt: no worker woke; try a shorter --poll-interval)",
+            ACTIVE_DEADLINE.as_secs(),
+            tenant_state(&target.db, org_id).await
+        ),
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Answer {
+    outcome: String,
+}
+
+/// POSTs a signed event as Svix would and checks it was applied.
+async fn post(target: &AppTarget, headers: http::HeaderMap, body: Vec<u8>) -> anyhow::Result<()> {
+    let response = target
+        .http
+        .post(&target.url)
+        .header(CONTENT_TYPE, "application/json")
+        .headers(headers)
+        .body(body)
+        .send()
+        .await
+        .context("request failed")?;
+    let status = response.status();
+    let text = response.text().await.context("reading the answer")?;
+    if status != StatusCode::OK {
+        bail!("HTTP {status}: {text}");
+    }
+    let answer: Answer =
+        serde_json::from_str(&text).with_context(|| format!("unexpected answer {text:?}"))?;
+    if answer.outcome != "applied" {
+        bail!("outcome {:?}", answer.outcome);
+    }
+    Ok(())
+}
+
+/// A tenant's registry row in a few words, for a failure message.
+async fn tenant_state(db: &Client, org_id: &str) -> String {
+    let row = db
+        .query_opt(
+            "SELECT status, attempts, last_error FROM tenant_registry WHERE clerk_org_id = $1",
+            &[&org_id],
+        )
+        .await;
+    match row {
+        Ok(Some(r)) => format!(
+            "status {}, {} failed attempts, last error {:?}",
+            r.get::<_, String>(0),
+            r.get::<_, i32>(1),
+            r.get::<_, Option<String>>(2),
+        ),
+        Ok(None) => "no registry row".to_owned(),
+        Err(e) => format!("registry unreadable: {e}"),
+    }
+}
+
+/// Tells waiters when their tenant became active, from the notifications
+/// the registry sends at the commit of every status change.
+struct ActiveWatch {
+    waiters: Waiters,
+}
+
+/// Senders waiting for their tenant to become active, by Clerk org id.
+#[derive(Clone, Default)]
+struct Waiters(Arc<Mutex<HashMap<String, oneshot::Sender<Instant>>>>);
+
+impl Waiters {
+    fn insert(&self, org_id: &str) -> oneshot::Receiver<Instant> {
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(org_id.to_owned(), tx);
+        rx
+    }
+
+    fn take(&self, org_id: &str) -> Option<oneshot::Sender<Instant>> {
+        self.lock().remove(org_id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Instant>>> {
+        // A panic while holding the lock cannot leave the map inconsistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ActiveWatch {
+    async fn start(db: &TestDatabase) -> anyhow::Result<Self> {
+        let (client, mut connection) = db.config().connect(NoTls).await?;
+        // Each notification is stamped as it comes off the socket, so that
+        // the status query it triggers is not counted in the latency.
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(message)) = messages.next().await {
+                if let AsyncMessage::Notification(n) = message {
+                    let _ = tx.send((Instant::now(), n.payload().to_owned()));
+                }
+            }
+        });
+        client
+            .batch_execute(&format!("LISTEN {CHANGED_CHANNEL}"))
+            .await
+            .context("LISTEN")?;
+        let waiters = Waiters::default();
+        tokio::spawn(dispatch(client, rx, waiters.clone()));
+        Ok(Self { waiters })
+    }
+
+    /// Resolves with the moment `org_id`'s tenant was seen active.
+    fn expect(&self, org_id: &str) -> oneshot::Receiver<Instant> {
+        self.waiters.insert(org_id)
+    }
+}
+
+/// For each notification (payload: tenant id), one query: is it active now?
+/// A tenant also notifies when its webhook creates it (`pending`), which is
+/// why the status is read rather than assumed.
+async fn dispatch(
+    client: Client,
+    mut notifications: mpsc::UnboundedReceiver<(Instant, String)>,
+    waiters: Waiters,
+) {
+    while let Some((at, payload)) = notifications.recv().await {
+        let Ok(id) = payload.parse::<uuid::Uuid>() else {
+            continue;
+        };
+        let Ok(Some(row)) = client
+            .query_opt(
+                "SELECT clerk_org_id FROM tenant_registry WHERE id = $1 AND status = 'active'",
+                &[&id],
+            )
+            .await
+        else {
+            continue;
+        };
+        if let Some(waiter) = waiters.take(row.get(0)) {
+            let _ = waiter.send(at);
+        }
+    }
+}
+
+/// The `raw` variant: `tenants` clones of the app's template over
+/// `concurrency` admin connections. `drop_databases` removes them.
+async fn measure_raw(
+    template: &PgIdent,
+    prefix: &str,
+    tenants: usize,
+    concurrency: usize,
+) -> anyhow::Result<Run> {
+    let mut connections = Vec::with_capacity(concurrency);
+    for _ in 0..concurrency {
+        connections.push(admin_connection().await?);
+    }
+    let clones = Arc::new(RawClones {
+        template: template.clone(),
+        // Under the run's prefix, so `drop_databases` and the prefix guard
+        // find them.
+        prefix: prefix.to_owned(),
+        connections,
+    });
+
+    // Untimed, like the app's warm-up: the template's files are in the page
+    // cache either way (the app cloned it just before), but the first
+    // statement on each connection fills its catalog caches.
+    drive(
+        clones.clone(),
+        concurrency,
+        concurrency,
+        |c, task, i| async move { c.create(&c.name("w", i), task).await },
+    )
+    .await?;
+    checkpoint().await?;
+    let spans = drive(
+        clones.clone(),
+        tenants,
+        concurrency,
+        |c, task, i| async move { c.create(&c.name("b", i), task).await },
+    )
+    .await?;
+
+    Ok(Run::new("raw", concurrency, spans))
+}
+
+/// The raw variant's admin connections and naming.
+struct RawClones {
+    template: PgIdent,
+    prefix: String,
+    connections: Vec<Client>,
+}
+
+impl RawClones {
+    /// `<prefix>b<i>` for timed clones, `<prefix>w<i>` for warm-up ones.
+    fn name(&self, kind: &str, index: usize) -> String {
+        format!("{}{kind}{index}", self.prefix)
+    }
+
+    /// Connection `n` (wrapping): `drive` task n uses connection n, so
+    /// statements on one connection never overlap.
+    fn connection(&self, n: usize) -> &Client {
+        &self.connections[n % self.connections.len()]
+    }
+
+    async fn create(&self, name: &str, task: usize) -> anyhow::Result<Span> {
+        let sql = format!(
+            "CREATE DATABASE {} TEMPLATE {}",
+            quote_ident(name),
+            self.template
+        );
+        let start = Instant::now();
+        self.connection(task)
+            .batch_execute(&sql)
+            .await
+            .with_context(|| format!("CREATE DATABASE {name}"))?;
+        Ok(Span {
+            start,
+            end: Instant::now(),
+        })
+    }
+}
+
+/// Drops the tenant and raw databases under `prefix`, untimed, so that the
+/// next concurrency starts from a server like the first. The template and
+/// the roles are left to the prefix guard: one database and quick drops.
+async fn drop_databases(prefix: &str) -> anyhow::Result<()> {
+    let names: Vec<String> = admin_connection()
+        .await?
+        .query(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, $1) AND NOT datistemplate",
+            &[&prefix],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let share = names.len().div_ceil(CLEANUP_CONNECTIONS).max(1);
+    let drops = names.chunks(share).map(|share| async move {
+        let client = admin_connection().await?;
+        for name in share {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", quote_ident(name));
+            client
+                .batch_execute(&sql)
+                .await
+                .with_context(|| format!("DROP DATABASE {name}"))?;
+        }
+        Ok::<_, anyhow::Error>(())
+    });
+    futures::future::try_join_all(drops).await?;
+    Ok(())
+}
+
+/// Runs `step(state, task, item)` for items `0..items` from `concurrency`
+/// tasks numbered from 0. Each task takes the next item as soon as its
+/// previous one is done, so at most `concurrency` are in flight. The first
+/// error ends the run.
+async fn drive<S, F, Fut>(
+    state: Arc<S>,
+    items: usize,
+    concurrency: usize,
+    step: F,
+) -> anyhow::Result<Vec<Span>>
+where
+    S: Send + Sync + 'static,
+    F: Fn(Arc<S>, usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = anyhow::Result<Span>> + Send,
+{
+    let next = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| {
+            let (state, next, step) = (state.clone(), next.clone(), step.clone());
+            tokio::spawn(async move {
+                let mut spans = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= items {
+                        return Ok::<_, anyhow::Error>(spans);
+                    }
+                    spans.push(step(state.clone(), task, i).await?);
+                }
+            })
+        })
+        .collect();
+    let mut spans = Vec::with_capacity(items);
+    for task in tasks {
+        spans.extend(task.await.context("a sender task panicked")??);
+    }
+    Ok(spans)
+}
+
+/// One timed run of one variant.
+struct Run {
+    variant: &'static str,
+    concurrency: usize,
+    per_sec: f64,
+    /// Per item, sorted.
+    latencies: Vec<Duration>,
+}
+
+impl Run {
+    /// Throughput over the wall time from the first start to the last end;
+    /// latencies per item.
+    fn new(variant: &'static str, concurrency: usize, spans: Vec<Span>) -> Self {
+        let first = spans.iter().map(|s| s.start).min();
+        let last = spans.iter().map(|s| s.end).max();
+        let wall = match (first, last) {
+            (Some(first), Some(last)) => last.duration_since(first),
+            _ => Duration::ZERO,
+        };
+        let mut latencies: Vec<Duration> = spans
+            .iter()
+            .map(|s| s.end.duration_since(s.start))
+            .collect();
+        latencies.sort_unstable();
+        Self {
+            variant,
+            concurrency,
+            per_sec: spans.len() as f64 / wall.as_secs_f64(),
+            latencies,
+        }
+    }
+
+    fn p50(&self) -> Duration {
+        percentile(&self.latencies, 0.50)
+    }
+
+    fn p99(&self) -> Duration {
+        percentile(&self.latencies, 0.99)
+    }
+
+    fn row(&self) -> String {
+        format!(
+            "{:<9}{:>3}{:>9}{:>11.1}{:>10.1}{:>10.1}",
+            self.variant,
+            self.concurrency,
+            self.latencies.len(),
+            self.per_sec,
+            millis(self.p50()),
+            millis(self.p99()),
+        )
+    }
+}
+
+/// The nearest-rank percentile `p` (0 < p <= 1) of sorted latencies.
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = (p * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// How provisioning compares with cloning alone at one concurrency:
+/// throughput as a fraction, latency as a multiple.
+fn ratio_line(app: &Run, raw: &Run) -> String {
+    format!(
+        "{:>12}app/raw throughput = {:.2}, p50 {:.1}×",
+        "",
+        app.per_sec / raw.per_sec,
+        millis(app.p50()) / millis(raw.p50()),
+    )
+}
+
+/// How many app tenants waited for the backstop poll (a lost NOTIFY
+/// wake-up), and the latencies of the others. The row above includes both.
+fn polled_line(app: &Run, poll_interval: Duration) -> String {
+    let threshold = poll_interval.mul_f64(POLLED_FRACTION);
+    // Sorted, so the tenants woken by NOTIFY are a prefix.
+    let woken = app.latencies.partition_point(|&l| l < threshold);
+    let polled = app.latencies.len() - woken;
+    let mut line = format!(
+        "{:>12}woken by the {} poll, not NOTIFY: {polled} of {}",
+        "",
+        humantime::format_duration(poll_interval),
+        app.latencies.len(),
+    );
+    if polled > 0 && woken > 0 {
+        let rest = &app.latencies[..woken];
+        line += &format!(
+            "; the other {woken}: p50 {:.1} ms, p99 {:.1} ms",
+            millis(percentile(rest, 0.50)),
+            millis(percentile(rest, 0.99)),
+        );
+    }
+    line
+}
