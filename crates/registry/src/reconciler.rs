@@ -593,6 +593,11 @@ impl Reconciler {
                 let mut shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     while !*shutdown.borrow() {
+                        // Registered before the pass, so a NOTIFY that lands
+                        // while the pass finds nothing still wakes us.
+                        let notified = wake.notified();
+                        tokio::pin!(notified);
+                        notified.as_mut().enable();
                         let idle = match this.run_once().await {
                             Ok(Pass::Worked { .. }) => false,
                             Ok(Pass::Idle | Pass::Contended) => true,
@@ -603,9 +608,10 @@ impl Reconciler {
                         };
                         if idle {
                             tokio::select! {
-                                _ = wake.notified() => {}
+                                _ = &mut notified => {}
                                 _ = tokio::time::sleep(poll_interval) => {}
-                                _ = shutdown.changed() => {}
+                                // A dropped sender means stop, as `true` does.
+                                changed = shutdown.changed() => if changed.is_err() { break },
                             }
                         }
                     }
@@ -652,18 +658,23 @@ async fn listen_for_wakeups(
                     .batch_execute(&format!("LISTEN {WAKE_CHANNEL}"))
                     .await
                 {
-                    Ok(()) => loop {
-                        tokio::select! {
-                            n = rx.recv() => match n {
-                                Some(_) => wake.notify_waiters(),
-                                None => break,
-                            },
-                            _ = shutdown.changed() => {
-                                driver.abort();
-                                return;
+                    Ok(()) => {
+                        // Whatever changed before we were listening (at start,
+                        // or while reconnecting) gets a pass now.
+                        wake.notify_waiters();
+                        loop {
+                            tokio::select! {
+                                n = rx.recv() => match n {
+                                    Some(_) => wake.notify_waiters(),
+                                    None => break,
+                                },
+                                _ = shutdown.changed() => {
+                                    driver.abort();
+                                    return;
+                                }
                             }
                         }
-                    },
+                    }
                     Err(e) => tracing::warn!(error = %e, "LISTEN failed"),
                 }
                 driver.abort();
