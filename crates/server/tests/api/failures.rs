@@ -108,11 +108,18 @@ async fn the_background_worker_is_woken_by_notify_not_by_polling() {
     .await;
     // Let the worker finish its first (empty) pass and go idle.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let ids = app.create_org("wake up").await;
-    wait_until(
-        "the worker to provision",
-        Duration::from_secs(30),
-        || async { app.registry_tenant(ids.org_id.as_str()).await.status == TenantStatus::Active },
-    )
-    .await;
+    // A closed loop: each organization arrives right after the previous one
+    // became active, i.e. while the worker is between passes. A wake-up lost
+    // in that gap would leave a tenant pending for the hour.
+    for i in 0..15 {
+        let ids = app.create_org(&format!("wake up {i}")).await;
+        wait_until(
+            "the worker to provision",
+            Duration::from_secs(30),
+            || async {
+                app.registry_tenant(ids.org_id.as_str()).await.status == TenantStatus::Active
+            },
+        )
+        .await;
+    }
 }
