@@ -113,6 +113,11 @@ impl TenantId {
     pub fn as_uuid(&self) -> Uuid {
         self.0
     }
+
+    /// The id as a query parameter, by reference.
+    pub fn uuid_ref(&self) -> &Uuid {
+        &self.0
+    }
 }
 
 impl Default for TenantId {

@@ -98,13 +98,19 @@ pub async fn get(
     client: &impl GenericClient,
     key: TenantKey<'_>,
 ) -> Result<Option<Tenant>, RegistryError> {
-    let sql =
-        |column: &str| format!("SELECT {TENANT_COLUMNS} FROM {TENANT_FROM} WHERE {column} = $1");
-    let row = match key {
-        TenantKey::Id(id) => client.query_opt(&sql("t.id"), &[&id.as_uuid()]).await?,
-        TenantKey::ClerkOrg(org) => client.query_opt(&sql("t.clerk_org_id"), &[&org]).await?,
-        TenantKey::Slug(slug) => client.query_opt(&sql("t.slug"), &[&slug]).await?,
+    // Prepared once per connection: look-ups are the hot path of the
+    // internal API and of the resolver's cold start.
+    let (column, param): (&str, &(dyn tokio_postgres::types::ToSql + Sync)) = match &key {
+        TenantKey::Id(id) => ("t.id", id.uuid_ref()),
+        TenantKey::ClerkOrg(org) => ("t.clerk_org_id", org),
+        TenantKey::Slug(slug) => ("t.slug", slug),
     };
+    let stmt = client
+        .prepare_cached(&format!(
+            "SELECT {TENANT_COLUMNS} FROM {TENANT_FROM} WHERE {column} = $1"
+        ))
+        .await?;
+    let row = client.query_opt(&stmt, &[param]).await?;
     Ok(row.as_ref().map(Tenant::from_row))
 }
 

@@ -170,8 +170,8 @@ mod tests {
         v2_org_permissions(Some(fea), Some(per), Some(fpm))
     }
 
-    // Vectors from @clerk/shared jwtPayloadParser.spec.ts (see
-    // /work/shared/fixtures/clerk/session-jwt-vectors.txt).
+    // Vectors from @clerk/shared jwtPayloadParser.spec.ts (clerk/javascript
+    // packages/shared/src/__tests__), and the docs example.
 
     #[test]
     fn v2_equals_v1_for_the_same_organization() {

@@ -241,7 +241,7 @@ mod tests {
 
     fn fixture(name: &str) -> Envelope {
         let path = format!(
-            "{}/../../../shared/fixtures/clerk/webhooks/{name}",
+            "{}/../../fixtures/clerk/webhooks/{name}",
             env!("CARGO_MANIFEST_DIR")
         );
         let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));

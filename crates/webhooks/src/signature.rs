@@ -144,7 +144,7 @@ fn header<'a>(headers: &'a HeaderMap, svix: &str, unbranded: &str) -> Option<&'a
 #[cfg(test)]
 mod tests {
     //! Known-answer tests from the published Svix vectors
-    //! (shared/fixtures/svix-signature-vectors.txt) and the attack cases.
+    //! (the Svix libraries' own test vectors) and the attack cases.
     use super::*;
 
     const VECTOR_A_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";

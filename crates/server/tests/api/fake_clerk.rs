@@ -1,5 +1,5 @@
 //! A local stand-in for Clerk's Backend API, following the published spec's
-//! shapes (shared/fixtures/clerk/backend-api-openapi-2026-05-12.yml): bearer
+//! shapes (Clerk Backend API spec, version 2026-05-12): bearer
 //! secret key, `{data, total_count}` lists with limit 1-500 and offset, the
 //! users list as a bare array with a `starting_after` cursor, deep-merging
 //! metadata PATCH, Clerk-style `{"errors": [...]}` bodies, and 429s with

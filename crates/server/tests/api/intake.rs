@@ -7,7 +7,7 @@ use crate::helpers::{new_svix_id, outcome, spawn_app};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = format!(
-        "{}/../../../shared/fixtures/clerk/webhooks/{name}",
+        "{}/../../fixtures/clerk/webhooks/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
