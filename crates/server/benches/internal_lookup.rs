@@ -32,6 +32,8 @@
 //! request was answered 200 with a body (exit 1 otherwise). No log
 //! subscriber is installed, so no request is logged.
 
+mod support;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -42,9 +44,10 @@ use clap::Parser;
 use registry::directory::{self, Organization};
 use registry::ids::ClerkOrgId;
 use reqwest::StatusCode;
+use support::{millis, percentile, positive};
 use tenant_plane::config::Settings;
 use tenant_plane::startup::Application;
-use testkit::{PrefixGuard, TestDatabase};
+use testkit::{database_configured, PrefixGuard, TestDatabase};
 
 /// Svix's published example secret: the application refuses to start
 /// without one, and no webhook is sent here.
@@ -58,12 +61,6 @@ const SERVICE_TOKEN: &str = "bench-service-token-0123456789";
 
 /// Organizations registered in the directory (and looked up round-robin).
 const TENANTS: usize = 100;
-
-/// Where testkit looks for the PostgreSQL admin URL.
-const DATABASE_URL_VARS: [&str; 2] = [
-    "TENANT_PLANE_TEST_DATABASE_URL",
-    "TENANT_PLANE__DATABASE__URL",
-];
 
 /// Measures GET /internal/v1/tenants/by-org/{org} beside a constant answer.
 #[derive(Debug, Parser)]
@@ -83,21 +80,10 @@ struct Args {
     _bench: bool,
 }
 
-fn positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
-    if !DATABASE_URL_VARS
-        .iter()
-        .any(|var| std::env::var(var).is_ok_and(|url| !url.is_empty()))
-    {
+    if !database_configured() {
         eprintln!(
             "internal_lookup needs the dev PostgreSQL. Start it and point the bench at it:\n\n    \
              export TENANT_PLANE_TEST_DATABASE_URL=$(scripts/dev-db | tail -1)\n"
@@ -445,16 +431,6 @@ impl Run {
             millis(self.p99),
         )
     }
-}
-
-/// The nearest-rank percentile `p` (0 < p <= 1) of sorted, non-empty latencies.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// The route against the constant answer at one concurrency: throughput as

@@ -45,6 +45,8 @@
 //! because figures over failed provisioning would mean nothing. Every
 //! database and role made under a run's prefix is dropped at the end.
 
+mod support;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::process::ExitCode;
@@ -53,26 +55,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context};
-use base64::Engine;
 use clap::Parser;
 use futures::StreamExt;
 use registry::naming::{quote_ident, PgIdent};
 use registry::tenants::CHANGED_CHANNEL;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
+use support::{millis, percentile, positive};
 use tenant_plane::config::Settings;
 use tenant_plane::startup::Application;
-use testkit::{PrefixGuard, TestDatabase};
+use testkit::{database_configured, PrefixGuard, TestDatabase};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use webhooks::samples::{SampleEvent, SampleIds};
 use webhooks::WebhookVerifier;
-
-/// Where testkit looks for the PostgreSQL admin URL.
-const DATABASE_URL_VARS: [&str; 2] = [
-    "TENANT_PLANE_TEST_DATABASE_URL",
-    "TENANT_PLANE__DATABASE__URL",
-];
 
 /// How long one tenant may take to become active before the run is called
 /// failed. A liveness bound (provisioning takes well under a second), not a
@@ -115,14 +111,6 @@ struct Args {
     _bench: bool,
 }
 
-fn positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 fn main() -> ExitCode {
     let args = Args::parse();
     // No subscriber by default, so the app pays for no log lines.
@@ -143,12 +131,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn database_configured() -> bool {
-    DATABASE_URL_VARS
-        .iter()
-        .any(|var| std::env::var(var).is_ok_and(|url| !url.is_empty()))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {
@@ -279,7 +261,7 @@ async fn measure_app(
     db: &TestDatabase,
     prefix: &str,
 ) -> anyhow::Result<(Run, PgIdent)> {
-    let secret = random_secret();
+    let secret = testkit::secrets::random_webhook_secret();
     let settings = app_settings(&db.url(), &secret, prefix, concurrency, args.poll_interval)?;
     let template = settings.prefix()?.template_ident();
 
@@ -303,19 +285,6 @@ async fn measure_app(
     Ok((Run::new("app", concurrency, spans), template))
 }
 
-fn random_secret() -> String {
-    let bytes: [u8; 24] = rand::random();
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    )
-}
-
-fn random_key() -> String {
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
 /// The environment the tests give the app (tests/api/helpers.rs `test_env`),
 /// but with the worker on: C workers, woken by NOTIFY or the backstop poll.
 fn app_settings(
@@ -327,7 +296,7 @@ fn app_settings(
 ) -> anyhow::Result<Settings> {
     let concurrency = concurrency.to_string();
     let poll_interval = humantime::format_duration(poll_interval).to_string();
-    let key = random_key();
+    let key = testkit::secrets::random_crypto_key();
     let env = [
         ("TENANT_PLANE__DATABASE__URL", database_url),
         ("TENANT_PLANE__CLERK__WEBHOOK_SECRET", secret),
@@ -731,19 +700,6 @@ impl Run {
             millis(self.p99()),
         )
     }
-}
-
-/// The nearest-rank percentile `p` (0 < p <= 1) of sorted latencies.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// How provisioning compares with cloning alone at one concurrency:

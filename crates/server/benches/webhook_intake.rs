@@ -25,6 +25,8 @@
 //! checked is that every timed event was accepted and stored, because
 //! figures over refused requests would mean nothing.
 
+mod support;
+
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -35,9 +37,10 @@ use clap::Parser;
 use registry::pool::PoolOptions;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
+use support::{millis, percentile, positive};
 use tenant_plane::config::Settings;
 use tenant_plane::startup::Application;
-use testkit::{PrefixGuard, TestDatabase};
+use testkit::{database_configured, PrefixGuard, TestDatabase};
 use webhooks::samples::{SampleEvent, SampleIds};
 use webhooks::{Delivery, Inbox, Outcome, WebhookVerifier};
 
@@ -53,12 +56,6 @@ const CRYPTO_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 /// (the client's keep-alive connections, the server's and the baseline's
 /// database connections) is open when the clock starts.
 const WARM_UP_EVENTS: usize = 50;
-
-/// Where testkit looks for the PostgreSQL admin URL.
-const DATABASE_URL_VARS: [&str; 2] = [
-    "TENANT_PLANE_TEST_DATABASE_URL",
-    "TENANT_PLANE__DATABASE__URL",
-];
 
 /// Measures the webhook intake over HTTP beside a direct-to-inbox baseline.
 #[derive(Debug, Parser)]
@@ -79,14 +76,6 @@ struct Args {
     _bench: bool,
 }
 
-fn positive(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(0) => Err("must be at least 1".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(e.to_string()),
-    }
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
@@ -104,12 +93,6 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn database_configured() -> bool {
-    DATABASE_URL_VARS
-        .iter()
-        .any(|var| std::env::var(var).is_ok_and(|url| !url.is_empty()))
 }
 
 async fn run(args: &Args) -> anyhow::Result<()> {
@@ -475,16 +458,6 @@ impl Run {
             millis(self.p99),
         )
     }
-}
-
-/// The nearest-rank percentile `p` (0 < p <= 1) of sorted, non-empty latencies.
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = (p * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
-
-fn millis(d: Duration) -> f64 {
-    d.as_secs_f64() * 1e3
 }
 
 /// How the endpoint compares with the inbox alone at one concurrency:

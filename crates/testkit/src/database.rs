@@ -6,6 +6,13 @@ const URL_VARS: [&str; 2] = [
     "TENANT_PLANE__DATABASE__URL",
 ];
 
+/// Whether an admin URL is configured (benches check before they start).
+pub fn database_configured() -> bool {
+    URL_VARS
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
+}
+
 /// The admin URL of the test PostgreSQL. Panics with instructions when unset:
 /// integration tests need a real server, and scripts/test provides one.
 pub fn admin_url() -> String {

@@ -5,6 +5,7 @@
 
 mod database;
 mod proxy;
+pub mod secrets;
 
-pub use database::{admin_url, second_admin_url, PrefixGuard, TestDatabase};
+pub use database::{admin_url, database_configured, second_admin_url, PrefixGuard, TestDatabase};
 pub use proxy::ToggleProxy;

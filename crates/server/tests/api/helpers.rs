@@ -3,7 +3,6 @@
 
 use std::sync::Once;
 
-use base64::Engine;
 use reqwest::Response;
 use tenant_plane::config::{LogFormat, Settings};
 use tenant_plane::startup::Application;
@@ -23,18 +22,9 @@ fn init_tracing() {
     });
 }
 
-pub fn random_secret() -> String {
-    let bytes: [u8; 24] = rand::random();
-    format!(
-        "whsec_{}",
-        base64::engine::general_purpose::STANDARD.encode(bytes)
-    )
-}
-
-pub fn random_key() -> String {
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
+pub use testkit::secrets::{
+    random_crypto_key as random_key, random_webhook_secret as random_secret,
+};
 
 pub fn now() -> i64 {
     chrono::Utc::now().timestamp()
