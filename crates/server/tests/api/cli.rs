@@ -1,21 +1,22 @@
 //! The binary run as a child process: exit codes and messages.
 
-use std::process::{Command, Output};
+use std::process::Output;
 
 use testkit::TestDatabase;
 
 use crate::helpers::{random_secret, spawn_app};
 
-/// The binary with a clean environment: only the variables given.
-fn tenant_plane(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenant-plane"));
+/// The binary with a clean environment: only the variables given. Async, so
+/// that the test's runtime keeps serving the app the child may talk to.
+async fn tenant_plane(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_tenant-plane"));
     for (k, _) in std::env::vars() {
         if k.starts_with("TENANT_PLANE") || k == "RUST_LOG" {
             cmd.env_remove(k);
         }
     }
     cmd.args(args).envs(env.iter().copied());
-    cmd.output().expect("run tenant-plane")
+    cmd.output().await.expect("run tenant-plane")
 }
 
 fn text(out: &Output) -> (String, String) {
@@ -30,7 +31,7 @@ async fn migrate_applies_the_schema_once_then_reports_up_to_date() {
     let db = TestDatabase::empty().await;
     let url = db.url();
     let env = [("TENANT_PLANE__DATABASE__URL", url.as_str())];
-    let first = tenant_plane(&["migrate"], &env);
+    let first = tenant_plane(&["migrate"], &env).await;
     let (stdout, stderr) = text(&first);
     assert!(first.status.success(), "{stderr}");
     let all: Vec<u32> = (1..=registry::schema::latest_version()).collect();
@@ -38,7 +39,7 @@ async fn migrate_applies_the_schema_once_then_reports_up_to_date() {
         stdout.contains(&format!("applied control-plane migrations: {all:?}")),
         "{stdout}"
     );
-    let second = tenant_plane(&["migrate"], &env);
+    let second = tenant_plane(&["migrate"], &env).await;
     assert!(second.status.success());
     assert!(text(&second).0.contains("up to date"));
     let tables: i64 = db
@@ -69,7 +70,8 @@ async fn serve_refuses_an_unmigrated_schema() {
             ("TENANT_PLANE__CRYPTO__KEY", &crate::helpers::random_key()),
             ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
         ],
-    );
+    )
+    .await;
     assert!(!out.status.success());
     let (_, stderr) = text(&out);
     assert!(stderr.contains("run `tenant-plane migrate`"), "{stderr}");
@@ -95,7 +97,7 @@ async fn serve_refuses_a_schema_from_a_newer_binary() {
         ("TENANT_PLANE__CRYPTO__KEY", key.as_str()),
         ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
     ];
-    let out = tenant_plane(&["serve"], &env);
+    let out = tenant_plane(&["serve"], &env).await;
     assert!(!out.status.success());
     assert!(
         text(&out).1.contains("newer tenant-plane"),
@@ -103,7 +105,7 @@ async fn serve_refuses_a_schema_from_a_newer_binary() {
         text(&out).1
     );
     // migrate refuses too, rather than touching a schema it does not know.
-    let out = tenant_plane(&["migrate"], &env[..1]);
+    let out = tenant_plane(&["migrate"], &env[..1]).await;
     assert!(!out.status.success());
 }
 
@@ -145,7 +147,7 @@ async fn bad_configuration_names_the_key_and_never_prints_secrets() {
         if key != "http.bind" {
             env.push(("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"));
         }
-        let out = tenant_plane(&["serve"], &env);
+        let out = tenant_plane(&["serve"], &env).await;
         assert!(!out.status.success());
         let (stdout, stderr) = text(&out);
         assert!(stderr.contains(key), "expected {key} in {stderr}");
@@ -162,7 +164,8 @@ async fn bad_configuration_names_the_key_and_never_prints_secrets() {
             ("TENANT_PLANE__CRYPTO__KEY", &crate::helpers::random_key()),
             ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
         ],
-    );
+    )
+    .await;
     let (_, stderr) = text(&out);
     assert!(!out.status.success());
     assert!(
@@ -181,7 +184,8 @@ async fn dev_send_webhook_signs_and_delivers_a_sample_event() {
     let out = tenant_plane(
         &["dev", "send-webhook", "organization.created", "--url", &url],
         &[("TENANT_PLANE__CLERK__WEBHOOK_SECRET", &wrong)],
-    );
+    )
+    .await;
     assert!(!out.status.success());
     assert!(text(&out).0.contains("401"), "{}", text(&out).0);
 
@@ -199,7 +203,8 @@ async fn dev_send_webhook_signs_and_delivers_a_sample_event() {
             &url,
         ],
         &[("TENANT_PLANE__CLERK__WEBHOOK_SECRET", &secret)],
-    );
+    )
+    .await;
     let (stdout, stderr) = text(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
     assert!(stdout.contains("200 OK"), "{stdout}");
@@ -211,13 +216,15 @@ async fn dev_send_webhook_signs_and_delivers_a_sample_event() {
     let out = tenant_plane(
         &["dev", "send-webhook", "nope.created"],
         &[("TENANT_PLANE__CLERK__WEBHOOK_SECRET", &secret)],
-    );
+    )
+    .await;
     assert!(!out.status.success());
     assert!(text(&out).1.contains("known types"), "{}", text(&out).1);
     let out = tenant_plane(
         &["dev", "send-webhook", "user.created", "--org-id", "org_'x"],
         &[],
-    );
+    )
+    .await;
     assert!(!out.status.success());
     assert!(
         text(&out).1.contains("Clerk organization id"),
@@ -226,14 +233,14 @@ async fn dev_send_webhook_signs_and_delivers_a_sample_event() {
     );
 }
 
-#[test]
-fn help_explains_every_command() {
-    let out = tenant_plane(&["--help"], &[]);
+#[tokio::test]
+async fn help_explains_every_command() {
+    let out = tenant_plane(&["--help"], &[]).await;
     let (stdout, _) = text(&out);
     assert!(out.status.success());
     for word in ["serve", "migrate", "dev", "TENANT_PLANE__DATABASE__URL"] {
         assert!(stdout.contains(word), "{word} missing from --help");
     }
-    let out = tenant_plane(&["dev", "send-webhook", "--help"], &[]);
+    let out = tenant_plane(&["dev", "send-webhook", "--help"], &[]).await;
     assert!(text(&out).0.contains("--org-id"));
 }
