@@ -35,7 +35,6 @@
 mod support;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,7 +43,7 @@ use clap::Parser;
 use registry::directory::{self, Organization};
 use registry::ids::ClerkOrgId;
 use reqwest::StatusCode;
-use support::{millis, percentile, positive};
+use support::{closed_loop, millis, percentile, positive, Tally};
 use tenant_plane::config::Settings;
 use tenant_plane::startup::Application;
 use testkit::{database_configured, PrefixGuard, TestDatabase};
@@ -330,61 +329,14 @@ async fn measure(target: Target, requests: usize, concurrency: usize) -> anyhow:
     Ok(run)
 }
 
-/// Sends `requests` look-ups from `concurrency` tasks, each sending its next
-/// as soon as its previous one is answered.
+/// Sends `requests` look-ups in a closed loop of `concurrency` senders.
 async fn drive(target: &Arc<Target>, requests: usize, concurrency: usize) -> Tally {
-    let next = Arc::new(AtomicUsize::new(0));
-    let senders: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (target, next) = (target.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut tally = Tally::default();
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= requests {
-                        break;
-                    }
-                    let sent = Instant::now();
-                    let result = target.get(i).await;
-                    tally.record(sent.elapsed(), result);
-                }
-                tally
-            })
-        })
-        .collect();
-    let mut total = Tally::default();
-    for sender in senders {
-        total.merge(sender.await.expect("a sender task panicked"));
-    }
-    total
-}
-
-/// What the senders saw.
-#[derive(Default)]
-struct Tally {
-    latencies: Vec<Duration>,
-    ok: usize,
-    first_failure: Option<String>,
-}
-
-impl Tally {
-    fn record(&mut self, latency: Duration, result: Result<(), String>) {
-        self.latencies.push(latency);
-        match result {
-            Ok(()) => self.ok += 1,
-            Err(why) => {
-                self.first_failure.get_or_insert(why);
-            }
-        }
-    }
-
-    fn merge(&mut self, other: Tally) {
-        self.latencies.extend(other.latencies);
-        self.ok += other.ok;
-        if self.first_failure.is_none() {
-            self.first_failure = other.first_failure;
-        }
-    }
+    let target = target.clone();
+    closed_loop(requests, concurrency, move |i| {
+        let target = target.clone();
+        async move { target.get(i).await }
+    })
+    .await
 }
 
 /// One timed run of one variant.

@@ -28,7 +28,6 @@
 mod support;
 
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,7 +36,7 @@ use clap::Parser;
 use registry::pool::PoolOptions;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
-use support::{millis, percentile, positive};
+use support::{closed_loop, millis, percentile, positive, Tally};
 use tenant_plane::config::Settings;
 use tenant_plane::startup::Application;
 use testkit::{database_configured, PrefixGuard, TestDatabase};
@@ -358,60 +357,14 @@ async fn post(client: &reqwest::Client, url: &str, event: &Prepared) -> Result<(
     Ok(())
 }
 
-/// Sends every event to `target` from `concurrency` tasks. Each task takes
-/// the next unsent event as soon as its previous one is answered, so the
-/// load is as much as the system absorbs, with at most `concurrency` events
-/// in flight.
+/// Sends every event to `target` in a closed loop of `concurrency` senders.
 async fn drive(target: &Arc<Target>, events: Vec<Prepared>, concurrency: usize) -> Tally {
-    let events = Arc::new(events);
-    let next = Arc::new(AtomicUsize::new(0));
-    let senders: Vec<_> = (0..concurrency)
-        .map(|_| {
-            let (target, events, next) = (target.clone(), events.clone(), next.clone());
-            tokio::spawn(async move {
-                let mut tally = Tally::default();
-                while let Some(event) = events.get(next.fetch_add(1, Ordering::Relaxed)) {
-                    let sent = Instant::now();
-                    let result = target.deliver(event).await;
-                    tally.record(sent.elapsed(), result);
-                }
-                tally
-            })
-        })
-        .collect();
-    let mut total = Tally::default();
-    for sender in senders {
-        total.merge(sender.await.expect("a sender task panicked"));
-    }
-    total
-}
-
-/// What the senders saw.
-#[derive(Default)]
-struct Tally {
-    latencies: Vec<Duration>,
-    accepted: usize,
-    first_refusal: Option<String>,
-}
-
-impl Tally {
-    fn record(&mut self, latency: Duration, result: Result<(), String>) {
-        self.latencies.push(latency);
-        match result {
-            Ok(()) => self.accepted += 1,
-            Err(why) => {
-                self.first_refusal.get_or_insert(why);
-            }
-        }
-    }
-
-    fn merge(&mut self, other: Tally) {
-        self.latencies.extend(other.latencies);
-        self.accepted += other.accepted;
-        if self.first_refusal.is_none() {
-            self.first_refusal = other.first_refusal;
-        }
-    }
+    let (target, events) = (target.clone(), Arc::new(events));
+    closed_loop(events.len(), concurrency, move |i| {
+        let (target, events) = (target.clone(), events.clone());
+        async move { target.deliver(&events[i]).await }
+    })
+    .await
 }
 
 /// One timed run of one variant.
@@ -439,8 +392,8 @@ impl Run {
             variant,
             concurrency,
             events,
-            accepted: tally.accepted,
-            first_refusal: tally.first_refusal,
+            accepted: tally.ok,
+            first_refusal: tally.first_failure,
             events_per_sec: events as f64 / wall.as_secs_f64(),
             p50: percentile(&tally.latencies, 0.50),
             p99: percentile(&tally.latencies, 0.99),
