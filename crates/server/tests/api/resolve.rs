@@ -43,15 +43,19 @@ pub async fn library_resolver(app: &TestApp) -> Arc<Resolver> {
     resolver
 }
 
-async fn http_verdict(app: &TestApp, token: &str) -> (u16, String) {
-    let r = app
-        .http
+/// POST /internal/v1/resolve with the service token.
+async fn post_resolve(app: &TestApp, token: &str) -> reqwest::Response {
+    app.http
         .post(format!("{}/internal/v1/resolve", app.address))
         .bearer_auth(SERVICE_TOKEN)
         .json(&json!({ "token": token }))
         .send()
         .await
-        .unwrap();
+        .unwrap()
+}
+
+async fn http_verdict(app: &TestApp, token: &str) -> (u16, String) {
+    let r = post_resolve(app, token).await;
     let status = r.status().as_u16();
     let body: Value = r.json().await.unwrap();
     let code = if status == 200 {
@@ -295,14 +299,7 @@ async fn the_http_route_gives_the_library_verdict_for_every_token() {
     assert!(codes.len() >= 15, "{codes:?}");
 
     // The answer carries the tenant, the verified claims and the connection.
-    let r = app
-        .http
-        .post(format!("{}/internal/v1/resolve", app.address))
-        .bearer_auth(SERVICE_TOKEN)
-        .json(&json!({ "token": valid }))
-        .send()
-        .await
-        .unwrap();
+    let r = post_resolve(&app, &valid).await;
     let body: Value = r.json().await.unwrap();
     let t = app.registry_tenant(org).await;
     assert_eq!(body["tenant"]["id"], json!(t.id.to_string()));
@@ -317,14 +314,7 @@ async fn the_http_route_gives_the_library_verdict_for_every_token() {
     assert_eq!(body["connection"]["password"], json!(creds.password));
 
     // A provisioning tenant's answer says when to retry.
-    let r = app
-        .http
-        .post(format!("{}/internal/v1/resolve", app.address))
-        .bearer_auth(SERVICE_TOKEN)
-        .json(&json!({ "token": sign(&v2_claims(&issuer, pending.org_id.as_str())) }))
-        .send()
-        .await
-        .unwrap();
+    let r = post_resolve(&app, &sign(&v2_claims(&issuer, pending.org_id.as_str()))).await;
     assert!(r.headers().contains_key("retry-after"));
 }
 
@@ -334,14 +324,7 @@ async fn passwords_are_not_exposed_unless_configured() {
         spawn_resolving_app(&[("TENANT_PLANE__INTERNAL__EXPOSE_PASSWORDS", "false")]).await;
     let ids = app.create_org("quiet").await;
     app.reconcile().await;
-    let r = app
-        .http
-        .post(format!("{}/internal/v1/resolve", app.address))
-        .bearer_auth(SERVICE_TOKEN)
-        .json(&json!({ "token": sign(&v2_claims(&issuer, ids.org_id.as_str())) }))
-        .send()
-        .await
-        .unwrap();
+    let r = post_resolve(&app, &sign(&v2_claims(&issuer, ids.org_id.as_str()))).await;
     assert_eq!(r.status(), 200);
     let body: Value = r.json().await.unwrap();
     assert_eq!(body["connection"]["password"], Value::Null);
@@ -476,14 +459,7 @@ async fn unreachable_signing_keys_are_a_503_not_a_401() {
     .await;
     let ids = app.create_org("keyless").await;
     let token = sign(&v2_claims(issuer, ids.org_id.as_str()));
-    let r = app
-        .http
-        .post(format!("{}/internal/v1/resolve", app.address))
-        .bearer_auth(SERVICE_TOKEN)
-        .json(&json!({ "token": token }))
-        .send()
-        .await
-        .unwrap();
+    let r = post_resolve(&app, &token).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));
     let body: Value = r.json().await.unwrap();

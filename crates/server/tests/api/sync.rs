@@ -12,6 +12,24 @@ use crate::resolve::SERVICE_TOKEN;
 
 const T0: i64 = 1_716_883_200_000;
 
+/// An app whose Clerk Backend API is `clerk`.
+async fn app_with(clerk: &FakeClerk, extra: &[(&str, &str)]) -> TestApp {
+    let mut env = vec![
+        ("TENANT_PLANE__CLERK__API_URL", clerk.url.as_str()),
+        ("TENANT_PLANE__CLERK__SECRET_KEY", SECRET),
+    ];
+    env.extend_from_slice(extra);
+    spawn_app_with(&env).await
+}
+
+/// Sample ids for a given organization.
+fn ids_for(org: &str) -> SampleIds {
+    SampleIds {
+        org_id: org.parse().unwrap(),
+        ..SampleIds::random()
+    }
+}
+
 async fn desired(app: &TestApp, org: &str) -> String {
     app.tenant(org)
         .await
@@ -46,17 +64,10 @@ async fn sync_creates_missing_updates_stale_reports_extra_and_prunes_only_when_a
         ..State::default()
     })
     .await;
-    let app = spawn_app_with(&[
-        ("TENANT_PLANE__CLERK__API_URL", &clerk.url),
-        ("TENANT_PLANE__CLERK__SECRET_KEY", SECRET),
-    ])
-    .await;
+    let app = app_with(&clerk, &[]).await;
     // Seen by webhooks: org_known (an older name) and org_gone (which Clerk
     // no longer has).
-    let known = SampleIds {
-        org_id: "org_known".parse().unwrap(),
-        ..SampleIds::random()
-    };
+    let known = ids_for("org_known");
     app.send(
         &SampleEvent::new("organization.created", &known)
             .unwrap()
@@ -65,10 +76,7 @@ async fn sync_creates_missing_updates_stale_reports_extra_and_prunes_only_when_a
             .updated_at_ms(T0),
     )
     .await;
-    let gone = SampleIds {
-        org_id: "org_gone".parse().unwrap(),
-        ..SampleIds::random()
-    };
+    let gone = ids_for("org_gone");
     app.send(
         &SampleEvent::new("organization.created", &gone)
             .unwrap()
@@ -130,12 +138,7 @@ async fn sync_routes_and_status_over_the_internal_api() {
         ..State::default()
     })
     .await;
-    let app = spawn_app_with(&[
-        ("TENANT_PLANE__CLERK__API_URL", &clerk.url),
-        ("TENANT_PLANE__CLERK__SECRET_KEY", SECRET),
-        ("TENANT_PLANE__INTERNAL__TOKENS", SERVICE_TOKEN),
-    ])
-    .await;
+    let app = app_with(&clerk, &[("TENANT_PLANE__INTERNAL__TOKENS", SERVICE_TOKEN)]).await;
     let post = |path: String| {
         app.http
             .post(format!("{}{path}", app.address))
@@ -216,15 +219,8 @@ async fn write_back_puts_the_tenant_id_into_the_organization_metadata_once() {
         ..State::default()
     })
     .await;
-    let app = spawn_app_with(&[
-        ("TENANT_PLANE__CLERK__API_URL", &clerk.url),
-        ("TENANT_PLANE__CLERK__SECRET_KEY", SECRET),
-    ])
-    .await;
-    let ids = SampleIds {
-        org_id: "org_writeback".parse().unwrap(),
-        ..SampleIds::random()
-    };
+    let app = app_with(&clerk, &[]).await;
+    let ids = ids_for("org_writeback");
     app.send(
         &SampleEvent::new("organization.created", &ids)
             .unwrap()
