@@ -56,11 +56,12 @@ pub struct User {
 impl User {
     /// The address `primary_email_address_id` points at, if it is listed.
     pub fn primary_email(&self) -> Option<&str> {
-        let primary = self.primary_email_address_id.as_deref()?;
-        self.email_addresses
-            .iter()
-            .find(|e| e.id == primary)
-            .map(|e| e.email_address.as_str())
+        registry::directory::primary_email(
+            self.primary_email_address_id.as_deref(),
+            self.email_addresses
+                .iter()
+                .map(|e| (e.id.as_str(), e.email_address.as_str())),
+        )
     }
 }
 

@@ -60,6 +60,20 @@ pub struct User {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The address a Clerk user's `primary_email_address_id` names among its
+/// `email_addresses` (`(id, address)` pairs), whether the user came from a
+/// webhook or the Backend API.
+pub fn primary_email<'a>(
+    primary_id: Option<&str>,
+    addresses: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Option<&'a str> {
+    let primary = primary_id?;
+    addresses
+        .into_iter()
+        .find(|(id, _)| *id == primary)
+        .map(|(_, address)| address)
+}
+
 /// A membership of a user in an organization.
 #[derive(Debug, Clone)]
 pub struct Membership {
@@ -389,4 +403,20 @@ pub async fn upsert_membership(
         )
         .await?;
     Ok(Change::from_rows(n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::primary_email;
+
+    #[test]
+    fn the_primary_email_is_the_one_its_id_names() {
+        let addresses = [("idn_1", "a@example.com"), ("idn_2", "b@example.com")];
+        assert_eq!(
+            primary_email(Some("idn_2"), addresses),
+            Some("b@example.com")
+        );
+        assert_eq!(primary_email(Some("idn_3"), addresses), None);
+        assert_eq!(primary_email(None, addresses), None);
+    }
 }
