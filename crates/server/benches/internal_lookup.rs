@@ -43,10 +43,10 @@ use clap::Parser;
 use registry::directory::{self, Organization};
 use registry::ids::ClerkOrgId;
 use reqwest::StatusCode;
-use support::{closed_loop, millis, percentile, positive, Tally};
+use support::{closed_loop, main_with_database, millis, percentile, positive, Tally};
 use tenant_plane::config::Settings;
 use tenant_plane::startup::Application;
-use testkit::{database_configured, PrefixGuard, TestDatabase};
+use testkit::{PrefixGuard, TestDatabase};
 
 /// Svix's published example secret: the application refuses to start
 /// without one, and no webhook is sent here.
@@ -79,23 +79,11 @@ struct Args {
     _bench: bool,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = Args::parse();
-    if !database_configured() {
-        eprintln!(
-            "internal_lookup needs the dev PostgreSQL. Start it and point the bench at it:\n\n    \
-             export TENANT_PLANE_TEST_DATABASE_URL=$(scripts/dev-db | tail -1)\n"
-        );
-        return ExitCode::FAILURE;
-    }
-    match run(&args).await {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    main_with_database("internal_lookup", || {
+        tokio::runtime::Runtime::new()?.block_on(run(&args))
+    })
 }
 
 async fn run(args: &Args) -> anyhow::Result<()> {

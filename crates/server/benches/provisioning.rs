@@ -61,10 +61,10 @@ use registry::naming::{quote_ident, PgIdent};
 use registry::tenants::CHANGED_CHANNEL;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
-use support::{millis, percentile, positive};
+use support::{main_with_database, millis, percentile, positive};
 use tenant_plane::config::Settings;
 use tenant_plane::startup::Application;
-use testkit::{database_configured, PrefixGuard, TestDatabase};
+use testkit::{PrefixGuard, TestDatabase};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use webhooks::samples::{SampleEvent, SampleIds};
@@ -117,20 +117,7 @@ fn main() -> ExitCode {
     if let Ok(level) = std::env::var("BENCH_LOG") {
         tenant_plane::telemetry::init(tenant_plane::config::LogFormat::Pretty, &level);
     }
-    if !database_configured() {
-        eprintln!(
-            "provisioning needs the dev PostgreSQL. Start it and point the bench at it:\n\n    \
-             export TENANT_PLANE_TEST_DATABASE_URL=$(scripts/dev-db | tail -1)\n"
-        );
-        return ExitCode::FAILURE;
-    }
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    main_with_database("provisioning", || run(&args))
 }
 
 fn run(args: &Args) -> anyhow::Result<()> {

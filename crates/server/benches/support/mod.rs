@@ -3,9 +3,30 @@
 #![allow(dead_code)]
 
 use std::future::Future;
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Runs a bench that needs the dev PostgreSQL: says how to start it when no
+/// URL is configured, prints the error of a failed run, and maps both to the
+/// exit code.
+pub fn main_with_database(bench: &str, run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+    if !testkit::database_configured() {
+        eprintln!(
+            "{bench} needs the dev PostgreSQL. Start it and point the bench at it:\n\n    \
+             export TENANT_PLANE_TEST_DATABASE_URL=$(scripts/dev-db | tail -1)\n"
+        );
+        return ExitCode::FAILURE;
+    }
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// A clap value parser for counts that must be at least 1.
 pub fn positive(s: &str) -> Result<usize, String> {
