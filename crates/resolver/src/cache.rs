@@ -10,23 +10,24 @@ use deadpool_postgres::Pool;
 use registry::crypto::PasswordCipher;
 use registry::ids::{ClerkOrgId, TenantId};
 use registry::status::TenantStatus;
-use registry::tenants::{self, TenantCredentials, TenantKey};
+use registry::tenants::{self, Tenant, TenantCredentials, TenantKey};
 use serde::Serialize;
 
-/// What the resolver knows of a tenant. Credentials only for active tenants.
+/// What the resolver knows of a tenant: its registry row as it was read, and
+/// its connection credentials (active tenants only).
 #[derive(Clone, Serialize)]
 pub struct ResolvedTenant {
-    pub id: TenantId,
-    pub clerk_org_id: String,
-    pub slug: Option<String>,
-    pub name: String,
-    pub status: TenantStatus,
-    pub db_host: Option<String>,
-    pub db_name: Option<String>,
-    pub db_role: Option<String>,
-    pub template_version: Option<i32>,
+    #[serde(flatten)]
+    pub record: Tenant,
     #[serde(skip)]
     pub(crate) credentials: Option<TenantCredentials>,
+}
+
+impl std::ops::Deref for ResolvedTenant {
+    type Target = Tenant;
+    fn deref(&self) -> &Tenant {
+        &self.record
+    }
 }
 
 impl std::fmt::Debug for ResolvedTenant {
@@ -109,15 +110,7 @@ impl TenantCache {
             None
         };
         let resolved = Arc::new(ResolvedTenant {
-            id: t.id,
-            clerk_org_id: t.clerk_org_id,
-            slug: t.slug,
-            name: t.name,
-            status: t.status,
-            db_host: t.db_host,
-            db_name: t.db_name,
-            db_role: t.db_role,
-            template_version: t.template_version,
+            record: t,
             credentials,
         });
         self.entries.lock().expect("cache lock").insert(

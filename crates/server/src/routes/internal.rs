@@ -246,16 +246,9 @@ pub async fn resolve(
         .tenant
         .credentials()
         .ok_or(resolver::ResolveError::Provisioning)?;
-    let client = state
-        .pool()
-        .get()
-        .await
-        .map_err(registry::RegistryError::from)?;
-    let tenant = tenants::get(&client, TenantKey::Id(ctx.tenant.id))
-        .await?
-        .ok_or(resolver::ResolveError::UnknownTenant)?;
+    // The tenant as the resolver read it: no second look-up on this path.
     Ok(HttpResponse::Ok().json(ResolveResponse {
-        tenant: view(&tenant),
+        tenant: view(&ctx.tenant.record),
         claims: SessionClaims {
             user_id: ctx.session.user_id.clone(),
             session_id: ctx.session.session_id.clone(),
