@@ -192,6 +192,12 @@ pub fn build_resolver(settings: &Settings, control: Pool) -> anyhow::Result<Opti
 }
 
 /// The control-plane pool, from settings.
+///
+/// One pool serves the actix workers (each on a runtime of its own) and the
+/// reconciler (on the caller's runtime). A connection's I/O task runs on the
+/// runtime that opened it, so whichever runtime built the application must
+/// keep running: an embedder (or a test) that blocks it starves requests that
+/// happen to get such a connection.
 pub fn control_pool(settings: &Settings) -> anyhow::Result<Pool> {
     let config = registry::pool::parse_url(settings.database_url()?)?;
     Ok(registry::pool::build_pool(
