@@ -2,5 +2,4 @@
 // cargo cannot see through: rebuild when a migration file is added or changed.
 fn main() {
     println!("cargo:rerun-if-changed=../../migrations");
-    println!("cargo:rerun-if-changed=../../templates/tenant");
 }

@@ -3,19 +3,31 @@
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
-/// Every error: a stable machine-readable code and a human message.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// Every error answer of tenant-plane, from the internal API, the webhook
+/// endpoint and the resolver's extractors alike: a stable machine-readable
+/// code and a human message.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// e.g. `tenant_unknown`, `token_expired`, `unauthorized`.
     pub error: String,
     pub message: String,
 }
 
+impl ErrorBody {
+    pub fn new(error: &str, message: impl Into<String>) -> Self {
+        Self {
+            error: error.to_owned(),
+            message: message.into(),
+        }
+    }
+}
+
 /// A tenant as the registry holds it.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Tenant {
     pub id: Uuid,
     pub clerk_org_id: String,
@@ -39,14 +51,16 @@ pub struct Tenant {
 }
 
 /// A page of tenants, oldest first.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TenantPage {
     pub data: Vec<Tenant>,
     /// Pass as `after` to get the next page; absent on the last page.
     pub next_after: Option<Uuid>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, IntoParams)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
 pub struct ListTenantsQuery {
     /// Only tenants in this status.
     pub status: Option<String>,
@@ -56,14 +70,16 @@ pub struct ListTenantsQuery {
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResolveRequest {
     /// A Clerk session token (JWT), as the application received it.
     pub token: String,
 }
 
 /// The verified claims of the session.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionClaims {
     pub user_id: String,
     pub session_id: Option<String>,
@@ -74,7 +90,8 @@ pub struct SessionClaims {
 }
 
 /// How to reach the tenant's database as its own role.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Connection {
     pub host: String,
     pub port: u16,
@@ -85,9 +102,50 @@ pub struct Connection {
     pub password: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ResolveResponse {
     pub tenant: Tenant,
     pub claims: SessionClaims,
     pub connection: Connection,
+}
+
+/// What a backfill from the Clerk Backend API found and did.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BackfillReport {
+    pub organizations_in_clerk: usize,
+    /// Organizations Clerk has and the registry did not: tenants created.
+    pub created: Vec<String>,
+    /// Organizations whose name or slug was behind Clerk's.
+    pub updated: Vec<String>,
+    /// Registry tenants whose organization Clerk no longer has.
+    pub missing_in_clerk: Vec<String>,
+    /// Of those, the ones marked for deletion (only with prune).
+    pub pruned: Vec<String>,
+    pub users_in_clerk: usize,
+    pub users_updated: usize,
+    pub memberships_in_clerk: usize,
+    pub memberships_updated: usize,
+    /// Memberships Clerk sent without their member, so not stored.
+    pub memberships_skipped: usize,
+    /// Memberships the directory had and Clerk no longer does, soft-deleted
+    /// (only with prune).
+    pub memberships_pruned: usize,
+}
+
+/// The state of syncing and of the webhook inbox.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SyncStatus {
+    /// The newest sync run, if any: scope, times, report or error.
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub last_sync: Option<serde_json::Value>,
+    pub tenants: i64,
+    pub users: i64,
+    pub memberships: i64,
+    pub webhooks_received: i64,
+    pub webhooks_dead: i64,
+    pub last_webhook_at: Option<DateTime<Utc>>,
+    pub last_dead_webhook_at: Option<DateTime<Utc>>,
 }

@@ -6,7 +6,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::Duration;
 
-use registry::ids::{ClerkOrgId, ClerkUserId};
+use model::ids::{ClerkOrgId, ClerkUserId};
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::{Method, Response, Url};
 use secrecy::{ExposeSecret, SecretString};
@@ -16,7 +16,9 @@ use serde_json::{json, Value};
 use crate::config::{ClerkConfig, CLERK_API_VERSION};
 use crate::error::{http_error, status_text, ClerkError};
 use crate::limiter::KeyedRateLimiter;
-use crate::model::{Organization, OrganizationMembership, Page, User};
+use model::clerk::{Organization, OrganizationMembership, User};
+
+use crate::page::Page;
 use crate::retry::{retry_after, retryable_status, wait_before_retry};
 
 /// Largest success answer read (a page of 500 users is a few MiB at most).

@@ -39,7 +39,7 @@ mod client;
 mod config;
 mod error;
 mod limiter;
-mod model;
+mod page;
 mod retry;
 
 pub use client::ClerkClient;
@@ -49,8 +49,9 @@ pub use config::{
     MAX_PAGE_SIZE,
 };
 pub use error::ClerkError;
-pub use model::{
-    EmailAddress, MembershipOrganization, Organization, OrganizationMembership, Page,
-    PublicUserData, User,
+pub use model::clerk::{
+    EmailAddress, MembershipOrganization, Organization, OrganizationMembership, PublicUserData,
+    User,
 };
+pub use page::Page;
 pub use secrecy::SecretString;

@@ -7,7 +7,7 @@ mod fake_clerk;
 use std::time::Duration;
 
 use fake_clerk::{FakeClerk, Logged};
-use registry::ids::{ClerkOrgId, ClerkUserId};
+use model::ids::{ClerkOrgId, ClerkUserId};
 use serde_json::json;
 use tenant_plane_clerk_api::{ClerkClient, ClerkConfig, ClerkError};
 
@@ -372,7 +372,7 @@ async fn merges_public_metadata_deeply() {
         "tenant": { "status": "active", "db": "tenant_0190" }
     });
     assert_eq!(org.public_metadata, merged);
-    assert!(org.updated_at > before);
+    assert!(org.updated_at.time().timestamp_millis() > before);
     assert_eq!(fake.org(&id)["public_metadata"], merged);
     assert_eq!(
         fake.org(&id)["private_metadata"],

@@ -7,14 +7,19 @@
 //! (Clerk never reuses ids): it leaves a tombstone that later creates and
 //! updates cannot bring back. Every function takes a transaction so that the
 //! caller (the webhook inbox) records the event and its effect atomically.
+//!
+//! The functions take Clerk's objects as Clerk sends them (`model::clerk`),
+//! from a webhook or from the Backend API alike: the mapping from Clerk to
+//! the directory's columns is written here once.
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
-use serde_json::{json, Value};
+use serde_json::json;
 use uuid::Uuid;
 
-use crate::ids::{ClerkMembershipId, ClerkOrgId, ClerkUserId, TenantId};
-use crate::status::{DesiredState, TenantStatus};
+use model::clerk::{Organization, OrganizationMembership, User};
+use model::{ClerkOrgId, ClerkUserId, DesiredState, TenantId, TenantStatus};
+
 use crate::tenants::{notify_changed, record_event};
 use crate::RegistryError;
 
@@ -25,6 +30,9 @@ pub enum Change {
     Applied,
     /// Nothing changed: the stored state is as new or newer, or deleted.
     Stale,
+    /// Nothing was written: Clerk's object lacks what the directory needs
+    /// (a membership without its member).
+    Incomplete(&'static str),
 }
 
 impl Change {
@@ -35,54 +43,6 @@ impl Change {
             Change::Stale
         }
     }
-}
-
-/// An organization as Clerk last described it.
-#[derive(Debug, Clone)]
-pub struct Organization {
-    pub id: ClerkOrgId,
-    pub name: String,
-    pub slug: Option<String>,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// A user as Clerk last described it.
-#[derive(Debug, Clone)]
-pub struct User {
-    pub id: ClerkUserId,
-    pub primary_email: Option<String>,
-    pub first_name: Option<String>,
-    pub last_name: Option<String>,
-    pub username: Option<String>,
-    pub image_url: Option<String>,
-    pub external_id: Option<String>,
-    pub public_metadata: Value,
-    pub updated_at: DateTime<Utc>,
-}
-
-/// The address a Clerk user's `primary_email_address_id` names among its
-/// `email_addresses` (`(id, address)` pairs), whether the user came from a
-/// webhook or the Backend API.
-pub fn primary_email<'a>(
-    primary_id: Option<&str>,
-    addresses: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Option<&'a str> {
-    let primary = primary_id?;
-    addresses
-        .into_iter()
-        .find(|(id, _)| *id == primary)
-        .map(|(_, address)| address)
-}
-
-/// A membership of a user in an organization.
-#[derive(Debug, Clone)]
-pub struct Membership {
-    pub id: ClerkMembershipId,
-    pub org_id: ClerkOrgId,
-    pub user_id: ClerkUserId,
-    pub role: String,
-    pub permissions: Vec<String>,
-    pub updated_at: DateTime<Utc>,
 }
 
 /// Waits for, then holds until commit, the advisory lock of `key` in
@@ -130,6 +90,7 @@ pub async fn upsert_organization(
     org: &Organization,
     actor: &str,
 ) -> Result<Change, RegistryError> {
+    let updated_at = org.updated_at.time();
     // Lock order, the same in every writer of organizations: the
     // organization's advisory lock, then the slug's, then rows. Concurrent
     // events for one organization queue on the first (so its insert race
@@ -140,7 +101,7 @@ pub async fn upsert_organization(
     }
     let existing = lock_organization(tx, &org.id).await?;
     if let Some(row) = &existing {
-        if row.desired == DesiredState::Deleted || row.source_updated_at >= org.updated_at {
+        if row.desired == DesiredState::Deleted || row.source_updated_at >= updated_at {
             return Ok(Change::Stale);
         }
     }
@@ -160,7 +121,7 @@ pub async fn upsert_organization(
             .await?;
         if let Some(row) = tx.query_opt(&holder, &[claimed, &org.id.as_str()]).await? {
             let holder_updated: DateTime<Utc> = row.get(0);
-            if holder_updated > org.updated_at {
+            if holder_updated > updated_at {
                 slug = None;
             } else {
                 let release = tx
@@ -182,11 +143,8 @@ pub async fn upsert_organization(
                   WHERE clerk_org_id = $1",
             )
             .await?;
-        tx.execute(
-            &stmt,
-            &[&org.id.as_str(), &org.name, &slug, &org.updated_at],
-        )
-        .await?;
+        tx.execute(&stmt, &[&org.id.as_str(), &org.name, &slug, &updated_at])
+            .await?;
         if let Some(row) = existing {
             notify_changed(tx, row.id).await?;
         }
@@ -217,7 +175,7 @@ pub async fn upsert_organization(
                 &org.id.as_str(),
                 &org.name,
                 &slug,
-                &org.updated_at,
+                &updated_at,
             ],
         )
         .await?;
@@ -265,6 +223,7 @@ pub async fn delete_organization(
             )
             .await?;
         tx.execute(&stmt, &[&org.as_str(), &at]).await?;
+        end_memberships(tx, "clerk_org_id", org.as_str()).await?;
         record_event(
             tx,
             row.id,
@@ -296,6 +255,7 @@ pub async fn delete_organization(
         // rather than guess.
         return Ok(Change::Stale);
     }
+    end_memberships(tx, "clerk_org_id", org.as_str()).await?;
     record_event(
         tx,
         id,
@@ -332,14 +292,14 @@ pub async fn upsert_user(tx: &Transaction<'_>, user: &User) -> Result<Change, Re
             &stmt,
             &[
                 &user.id.as_str(),
-                &user.primary_email,
+                &user.primary_email(),
                 &user.first_name,
                 &user.last_name,
                 &user.username,
                 &user.image_url,
                 &user.external_id,
                 &user.public_metadata,
-                &user.updated_at,
+                &user.updated_at.time(),
             ],
         )
         .await?;
@@ -363,22 +323,71 @@ pub async fn delete_user(
         )
         .await?;
     let n = tx.execute(&stmt, &[&user.as_str(), &at]).await?;
+    if n > 0 {
+        end_memberships(tx, "clerk_user_id", user.as_str()).await?;
+    }
     Ok(Change::from_rows(n))
+}
+
+/// Soft-deletes the live memberships of a deleted organization or user:
+/// Clerk sends no `organizationMembership.deleted` for each of them.
+async fn end_memberships(
+    tx: &Transaction<'_>,
+    column: &'static str,
+    id: &str,
+) -> Result<u64, RegistryError> {
+    let stmt = tx
+        .prepare_cached(&format!(
+            "UPDATE organization_memberships SET deleted_at = now(), updated_at = now()
+              WHERE {column} = $1 AND deleted_at IS NULL"
+        ))
+        .await?;
+    Ok(tx.execute(&stmt, &[&id]).await?)
+}
+
+/// Soft-deletes the live memberships of `org` that are not in `keep` (the
+/// ones Clerk has now); for a sync with pruning. Returns how many.
+pub async fn prune_memberships(
+    tx: &Transaction<'_>,
+    org: &ClerkOrgId,
+    keep: &[&str],
+) -> Result<u64, RegistryError> {
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE organization_memberships SET deleted_at = now(), updated_at = now()
+              WHERE clerk_org_id = $1 AND deleted_at IS NULL
+                AND NOT (clerk_membership_id = ANY($2))",
+        )
+        .await?;
+    Ok(tx.execute(&stmt, &[&org.as_str(), &keep]).await?)
 }
 
 /// Creates or updates a membership; with `deleted`, soft-deletes it (final).
 pub async fn upsert_membership(
     tx: &Transaction<'_>,
-    m: &Membership,
+    m: &OrganizationMembership,
     deleted: bool,
 ) -> Result<Change, RegistryError> {
+    let Some(user_id) = m.user_id() else {
+        return Ok(Change::Incomplete(
+            "the membership has no public_user_data, so its member is unknown",
+        ));
+    };
     // A deletion is final whatever its timestamp; an update must be newer.
     let stmt = tx
         .prepare_cached(
             "INSERT INTO organization_memberships
                  (clerk_membership_id, clerk_org_id, clerk_user_id, role, permissions,
                   source_updated_at, deleted_at)
-             VALUES ($1, $2, $3, $4, $5, $6, CASE WHEN $7 THEN now() END)
+             VALUES ($1, $2, $3, $4, $5, $6,
+                     -- A membership of an organization or user already
+                     -- deleted arrives dead: deletions are final.
+                     CASE WHEN $7
+                            OR EXISTS (SELECT 1 FROM tenant_registry
+                                        WHERE clerk_org_id = $2 AND desired_state = 'deleted')
+                            OR EXISTS (SELECT 1 FROM users
+                                        WHERE clerk_user_id = $3 AND deleted_at IS NOT NULL)
+                          THEN now() END)
              ON CONFLICT (clerk_membership_id) DO UPDATE
                 SET role = EXCLUDED.role, permissions = EXCLUDED.permissions,
                     source_updated_at = GREATEST(organization_memberships.source_updated_at,
@@ -393,30 +402,14 @@ pub async fn upsert_membership(
             &stmt,
             &[
                 &m.id.as_str(),
-                &m.org_id.as_str(),
-                &m.user_id.as_str(),
+                &m.organization.id.as_str(),
+                &user_id.as_str(),
                 &m.role,
                 &m.permissions,
-                &m.updated_at,
+                &m.updated_at.time(),
                 &deleted,
             ],
         )
         .await?;
     Ok(Change::from_rows(n))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::primary_email;
-
-    #[test]
-    fn the_primary_email_is_the_one_its_id_names() {
-        let addresses = [("idn_1", "a@example.com"), ("idn_2", "b@example.com")];
-        assert_eq!(
-            primary_email(Some("idn_2"), addresses),
-            Some("b@example.com")
-        );
-        assert_eq!(primary_email(Some("idn_3"), addresses), None);
-        assert_eq!(primary_email(None, addresses), None);
-    }
 }

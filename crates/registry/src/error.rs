@@ -24,6 +24,14 @@ pub enum RegistryError {
     Db(#[from] tokio_postgres::Error),
     #[error("no connection to the control-plane database: {0}")]
     Pool(#[from] PoolError),
+    /// A row that the schema's constraints should have kept out: read, but
+    /// refused rather than guessed at.
+    #[error("{table} row {id} is inconsistent: {detail}")]
+    Corrupt {
+        table: &'static str,
+        id: String,
+        detail: String,
+    },
 }
 
 impl RegistryError {
@@ -34,11 +42,13 @@ impl RegistryError {
         match self {
             RegistryError::Pool(_) => true,
             RegistryError::Db(e) => db_error_is_unavailable(e),
+            RegistryError::Corrupt { .. } => false,
         }
     }
 }
 
-pub(crate) fn db_error_is_unavailable(e: &tokio_postgres::Error) -> bool {
+/// True for errors of the connection rather than of the statement.
+pub fn db_error_is_unavailable(e: &tokio_postgres::Error) -> bool {
     if e.is_closed() {
         return true;
     }

@@ -1,16 +1,11 @@
-//! PostgreSQL servers that hold tenant databases (`db_hosts`), placement of
-//! new tenants, and admin connections to the servers.
+//! PostgreSQL servers that hold tenant databases (`db_hosts`) and placement
+//! of new tenants.
 //!
 //! Admin passwords are never stored in the registry: they come from
-//! configuration, keyed by host name.
-
-use std::collections::HashMap;
-use std::fmt;
-use std::time::Duration;
+//! configuration, keyed by host name (see the provisioner's connector).
 
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
-use tokio_postgres::{Client, NoTls};
 use uuid::Uuid;
 
 use crate::RegistryError;
@@ -63,34 +58,24 @@ pub struct NewHost {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum HostError {
-    #[error("no admin password configured for db host {0:?} (set hosts.{0}.password, e.g. TENANT_PLANE__HOSTS__{1}__PASSWORD)")]
-    NoPassword(String, String),
-    #[error("cannot connect to db host {host:?} ({addr}) as {user}: {}", crate::describe(.source))]
-    Connect {
-        host: String,
-        addr: String,
-        user: String,
-        #[source]
-        source: tokio_postgres::Error,
-    },
-    #[error("db host name {0:?} is invalid: use lowercase letters, digits and '_'")]
-    BadName(String),
-}
+#[error("db host name {0:?} is invalid: use 1-40 lowercase letters, digits and '_'")]
+pub struct BadHostName(pub String);
 
 const HOST_COLUMNS: &str = "h.id, h.name, h.host, h.port, h.admin_user, h.capacity, h.state,
-    (SELECT count(*) FROM tenant_registry t WHERE t.db_host_id = h.id AND t.status <> 'deleted')";
+    (SELECT count(*) FROM tenant_registry t
+      WHERE t.db_host_id = h.id AND t.status <> 'deleted') AS tenants";
 
 fn host_from_row(r: &tokio_postgres::Row) -> DbHost {
     DbHost {
-        id: r.get(0),
-        name: r.get(1),
-        host: r.get(2),
-        port: r.get::<_, i32>(3) as u16,
-        admin_user: r.get(4),
-        capacity: r.get(5),
-        state: HostState::parse(r.get(6)),
-        tenants: r.get(7),
+        id: r.get("id"),
+        name: r.get("name"),
+        host: r.get("host"),
+        // The CHECK constraint keeps the port within 1..=65535.
+        port: r.get::<_, i32>("port") as u16,
+        admin_user: r.get("admin_user"),
+        capacity: r.get("capacity"),
+        state: HostState::parse(r.get("state")),
+        tenants: r.get("tenants"),
     }
 }
 
@@ -118,11 +103,11 @@ pub async fn upsert(client: &impl GenericClient, host: &NewHost) -> Result<DbHos
 }
 
 /// Validates a host name for `hosts add`.
-pub fn check_name(name: &str) -> Result<(), HostError> {
+pub fn check_name(name: &str) -> Result<(), BadHostName> {
     if valid_host_name(name) {
         Ok(())
     } else {
-        Err(HostError::BadName(name.to_owned()))
+        Err(BadHostName(name.to_owned()))
     }
 }
 
@@ -219,75 +204,12 @@ pub async fn place(
         .query_opt(
             &format!(
                 "SELECT * FROM (SELECT {HOST_COLUMNS} FROM db_hosts h WHERE h.state = 'accepting') x
-                  WHERE x.capacity - x.count > 0
-                  ORDER BY x.capacity - x.count DESC, x.name
+                  WHERE x.capacity - x.tenants > 0
+                  ORDER BY x.capacity - x.tenants DESC, x.name
                   LIMIT 1"
             ),
             &[],
         )
         .await?;
     Ok(row.as_ref().map(host_from_row))
-}
-
-/// Opens admin connections to hosts with passwords from configuration.
-#[derive(Clone, Default)]
-pub struct HostConnector {
-    passwords: HashMap<String, String>,
-    connect_timeout: Option<Duration>,
-}
-
-impl fmt::Debug for HostConnector {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HostConnector")
-            .field("hosts", &self.passwords.keys().collect::<Vec<_>>())
-            .finish_non_exhaustive()
-    }
-}
-
-impl HostConnector {
-    pub fn new(connect_timeout: Duration) -> Self {
-        Self {
-            passwords: HashMap::new(),
-            connect_timeout: Some(connect_timeout),
-        }
-    }
-
-    pub fn with_password(mut self, host: &str, password: &str) -> Self {
-        self.passwords.insert(host.to_owned(), password.to_owned());
-        self
-    }
-
-    /// A connection to `dbname` on `host` as its admin user.
-    pub async fn connect(&self, host: &DbHost, dbname: &str) -> Result<Client, HostError> {
-        let password = self.passwords.get(&host.name).ok_or_else(|| {
-            HostError::NoPassword(host.name.clone(), host.name.to_ascii_uppercase())
-        })?;
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&host.host)
-            .port(host.port)
-            .user(&host.admin_user)
-            .password(password)
-            .dbname(dbname)
-            .application_name("tenant-plane");
-        if let Some(t) = self.connect_timeout {
-            config.connect_timeout(t);
-        }
-        let (client, connection) =
-            config
-                .connect(NoTls)
-                .await
-                .map_err(|source| HostError::Connect {
-                    host: host.name.clone(),
-                    addr: format!("{}:{}", host.host, host.port),
-                    user: host.admin_user.clone(),
-                    source,
-                })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "db host connection closed");
-            }
-        });
-        Ok(client)
-    }
 }

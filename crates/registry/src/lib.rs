@@ -1,25 +1,26 @@
-//! The control-plane model of tenant-plane: identifiers, tenant states, the
-//! control-plane schema, the directory mirrored from Clerk, and provisioning:
-//! hosts, the tenant template and the reconciler that gives every tenant its
-//! own database.
+//! The store: tenant-plane's control-plane database. Its schema and
+//! migrations, and every query on its tables, one module per table, each
+//! function taking the client or transaction it runs on (so that callers
+//! compose several into one transaction, as the webhook inbox does). Rows
+//! are read by column name into typed structs.
 //!
-//! This crate knows nothing of HTTP: the webhook intake, the resolver and the
-//! CLI all reach the control-plane database through it.
+//! This crate knows nothing of HTTP or of the servers that hold tenant
+//! databases (that is the provisioner's). Without the `migrations` feature it
+//! does not embed or run migrations either, so the resolver, which reads
+//! tenants, pulls no migration tooling.
 #![forbid(unsafe_code)]
 
 pub mod crypto;
 pub mod directory;
-pub mod doctor;
 mod error;
-pub mod fanout;
 pub mod hosts;
-pub mod ids;
-pub mod naming;
+pub mod listen;
 pub mod pool;
-pub mod reconciler;
+#[cfg(feature = "migrations")]
 pub mod schema;
-pub mod status;
-pub mod template;
+pub mod sync_runs;
+pub mod template_versions;
 pub mod tenants;
+pub mod webhook_events;
 
-pub use error::{describe, RegistryError};
+pub use error::{db_error_is_unavailable, describe, RegistryError};

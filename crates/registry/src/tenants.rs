@@ -7,41 +7,37 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use model::{ClerkOrgId, DesiredState, PgIdent, TenantId, TenantStatus};
+
 use crate::crypto::{CryptoError, PasswordCipher};
-use crate::ids::TenantId;
-use crate::status::{DesiredState, TenantStatus};
 use crate::RegistryError;
 
-/// Woken workers re-scan the registry; payload-free.
-pub const WAKE_CHANNEL: &str = "tenant_plane_reconcile";
-/// A tenant's status or desired state changed; the payload is its id, so
-/// resolver caches can drop it.
-pub const CHANGED_CHANNEL: &str = "tenant_plane_tenant_changed";
+pub use crate::listen::{CHANGED_CHANNEL, WAKE_CHANNEL};
 
-/// The columns of [`Tenant`], in order.
-pub(crate) const TENANT_COLUMNS: &str = "t.id, t.clerk_org_id, t.slug, t.name, t.status, \
-    t.desired_state, t.plan, t.db_host_id, h.name, t.db_name, t.db_role, t.template_version, \
-    t.attempts, t.next_attempt_at, t.last_error, t.source_updated_at, t.created_at, \
-    t.updated_at, t.deleted_at, t.purge_after, t.metadata, t.db_password_enc";
+/// The columns of [`Tenant`], read back by these names.
+pub const TENANT_COLUMNS: &str = "t.id, t.clerk_org_id, t.slug, t.name, t.status, \
+    t.desired_state, t.plan, t.db_host_id, h.name AS db_host, h.host AS db_host_address, \
+    h.port AS db_host_port, t.db_name, t.db_role, \
+    t.template_version, t.attempts, t.next_attempt_at, t.last_error, t.source_updated_at, \
+    t.created_at, t.updated_at, t.deleted_at, t.purge_after, t.metadata, t.db_password_enc";
 
 /// `FROM` clause matching [`TENANT_COLUMNS`].
-pub(crate) const TENANT_FROM: &str =
-    "tenant_registry t LEFT JOIN db_hosts h ON h.id = t.db_host_id";
+pub const TENANT_FROM: &str = "tenant_registry t LEFT JOIN db_hosts h ON h.id = t.db_host_id";
 
-/// One `tenant_registry` row.
+/// One `tenant_registry` row, parsed: ids, states and names are typed, so
+/// code that holds a `Tenant` never re-parses a column.
 #[derive(Debug, Clone, Serialize)]
 pub struct Tenant {
     pub id: TenantId,
-    pub clerk_org_id: String,
+    pub clerk_org_id: ClerkOrgId,
     pub slug: Option<String>,
     pub name: String,
     pub status: TenantStatus,
     pub desired_state: DesiredState,
     pub plan: String,
-    pub db_host_id: Option<Uuid>,
-    pub db_host: Option<String>,
-    pub db_name: Option<String>,
-    pub db_role: Option<String>,
+    /// Where the tenant lives, once it has been placed on a host.
+    #[serde(flatten)]
+    pub placement: Option<Placement>,
     pub template_version: Option<i32>,
     pub attempts: i32,
     pub next_attempt_at: DateTime<Utc>,
@@ -53,36 +49,116 @@ pub struct Tenant {
     pub purge_after: Option<DateTime<Utc>>,
     pub metadata: Value,
     #[serde(skip)]
-    pub(crate) db_password_enc: Option<Vec<u8>>,
+    pub db_password_enc: Option<Vec<u8>>,
+}
+
+/// A tenant's host, database and role. Placement writes all three at once,
+/// so a row has either all or none.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Placement {
+    #[serde(rename = "db_host_id")]
+    pub host_id: Uuid,
+    /// The host's name in `db_hosts`.
+    #[serde(rename = "db_host")]
+    pub host: String,
+    /// Where the host's server listens (from `db_hosts`).
+    #[serde(skip)]
+    pub address: String,
+    #[serde(skip)]
+    pub port: u16,
+    #[serde(rename = "db_name")]
+    pub database: PgIdent,
+    #[serde(rename = "db_role")]
+    pub role: PgIdent,
 }
 
 impl Tenant {
-    pub(crate) fn from_row(r: &tokio_postgres::Row) -> Self {
-        Tenant {
-            id: TenantId::from(r.get::<_, Uuid>(0)),
-            clerk_org_id: r.get(1),
-            slug: r.get(2),
-            name: r.get(3),
-            // The CHECK constraints guarantee these parse.
-            status: r.get::<_, &str>(4).parse().unwrap_or(TenantStatus::Failed),
-            desired_state: r.get::<_, &str>(5).parse().unwrap_or(DesiredState::Deleted),
-            plan: r.get(6),
-            db_host_id: r.get(7),
-            db_host: r.get(8),
-            db_name: r.get(9),
-            db_role: r.get(10),
-            template_version: r.get(11),
-            attempts: r.get(12),
-            next_attempt_at: r.get(13),
-            last_error: r.get(14),
-            source_updated_at: r.get(15),
-            created_at: r.get(16),
-            updated_at: r.get(17),
-            deleted_at: r.get(18),
-            purge_after: r.get(19),
-            metadata: r.get(20),
-            db_password_enc: r.get(21),
-        }
+    /// Reads a row selected with [`TENANT_COLUMNS`], by column name.
+    pub fn from_row(r: &tokio_postgres::Row) -> Result<Self, RegistryError> {
+        let id = TenantId::from(r.try_get::<_, Uuid>("id")?);
+        let corrupt = |detail: String| RegistryError::Corrupt {
+            table: "tenant_registry",
+            id: id.to_string(),
+            detail,
+        };
+        let org: String = r.try_get("clerk_org_id")?;
+        let clerk_org_id =
+            ClerkOrgId::parse(&org).map_err(|e| corrupt(format!("clerk_org_id: {e}")))?;
+        let status = r
+            .try_get::<_, &str>("status")?
+            .parse::<TenantStatus>()
+            .map_err(|e| corrupt(e.to_string()))?;
+        let desired_state = r
+            .try_get::<_, &str>("desired_state")?
+            .parse::<DesiredState>()
+            .map_err(|e| corrupt(e.to_string()))?;
+        let ident = |column: &str| -> Result<Option<PgIdent>, RegistryError> {
+            match r.try_get::<_, Option<&str>>(column)? {
+                None => Ok(None),
+                Some(name) => PgIdent::parse(name)
+                    .map(Some)
+                    .ok_or_else(|| corrupt(format!("{column} {name:?} is not a valid name"))),
+            }
+        };
+        let placement = match (
+            r.try_get::<_, Option<Uuid>>("db_host_id")?,
+            r.try_get::<_, Option<String>>("db_host")?,
+            ident("db_name")?,
+            ident("db_role")?,
+        ) {
+            (Some(host_id), Some(host), Some(database), Some(role)) => Some(Placement {
+                host_id,
+                host,
+                address: r.try_get("db_host_address")?,
+                port: u16::try_from(r.try_get::<_, i32>("db_host_port")?)
+                    .map_err(|_| corrupt("db_hosts.port out of range".into()))?,
+                database,
+                role,
+            }),
+            (None, _, _, _) => None,
+            _ => return Err(corrupt("db_host_id set without db_name and db_role".into())),
+        };
+        Ok(Tenant {
+            id,
+            clerk_org_id,
+            slug: r.try_get("slug")?,
+            name: r.try_get("name")?,
+            status,
+            desired_state,
+            plan: r.try_get("plan")?,
+            placement,
+            template_version: r.try_get("template_version")?,
+            attempts: r.try_get("attempts")?,
+            next_attempt_at: r.try_get("next_attempt_at")?,
+            last_error: r.try_get("last_error")?,
+            source_updated_at: r.try_get("source_updated_at")?,
+            created_at: r.try_get("created_at")?,
+            updated_at: r.try_get("updated_at")?,
+            deleted_at: r.try_get("deleted_at")?,
+            purge_after: r.try_get("purge_after")?,
+            metadata: r.try_get("metadata")?,
+            db_password_enc: r.try_get("db_password_enc")?,
+        })
+    }
+
+    /// Reads every row of a query selected with [`TENANT_COLUMNS`].
+    pub fn from_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<Self>, RegistryError> {
+        rows.iter().map(Tenant::from_row).collect()
+    }
+
+    /// The host's name, once placed.
+    pub fn db_host(&self) -> Option<&str> {
+        self.placement.as_ref().map(|p| p.host.as_str())
+    }
+
+    /// The database's name, once placed.
+    pub fn db_name(&self) -> Option<&str> {
+        self.placement.as_ref().map(|p| p.database.as_str())
+    }
+
+    /// The login role's name, once placed.
+    pub fn db_role(&self) -> Option<&str> {
+        self.placement.as_ref().map(|p| p.role.as_str())
     }
 }
 
@@ -90,7 +166,7 @@ impl Tenant {
 #[derive(Debug, Clone)]
 pub enum TenantKey<'a> {
     Id(TenantId),
-    ClerkOrg(&'a str),
+    ClerkOrg(&'a ClerkOrgId),
     Slug(&'a str),
 }
 
@@ -100,10 +176,15 @@ pub async fn get(
 ) -> Result<Option<Tenant>, RegistryError> {
     // Prepared once per connection: look-ups are the hot path of the
     // internal API and of the resolver's cold start.
+    let text = match &key {
+        TenantKey::Id(_) => "",
+        TenantKey::ClerkOrg(org) => org.as_str(),
+        TenantKey::Slug(slug) => slug,
+    };
     let (column, param): (&str, &(dyn tokio_postgres::types::ToSql + Sync)) = match &key {
         TenantKey::Id(id) => ("t.id", id.uuid_ref()),
-        TenantKey::ClerkOrg(org) => ("t.clerk_org_id", org),
-        TenantKey::Slug(slug) => ("t.slug", slug),
+        TenantKey::ClerkOrg(_) => ("t.clerk_org_id", &text),
+        TenantKey::Slug(_) => ("t.slug", &text),
     };
     let stmt = client
         .prepare_cached(&format!(
@@ -111,7 +192,7 @@ pub async fn get(
         ))
         .await?;
     let row = client.query_opt(&stmt, &[param]).await?;
-    Ok(row.as_ref().map(Tenant::from_row))
+    row.as_ref().map(Tenant::from_row).transpose()
 }
 
 /// A page of tenants, oldest first, optionally of one status. `after` is the
@@ -138,7 +219,7 @@ pub async fn list(
             ],
         )
         .await?;
-    Ok(rows.iter().map(Tenant::from_row).collect())
+    Tenant::from_rows(&rows)
 }
 
 /// One entry of the `tenant_events` audit.
@@ -289,7 +370,7 @@ pub async fn act(
         .query_opt(&sql, &[&id.as_uuid()])
         .await?
         .ok_or(ActionError::NotFound(id))?;
-    let t = Tenant::from_row(&row);
+    let t = Tenant::from_row(&row)?;
     let conflict = |reason: &str| ActionError::Conflict {
         action: action.as_str(),
         tenant: id,
@@ -352,7 +433,7 @@ pub async fn act(
     notify_changed(&tx, id).await?;
     let row = tx.query_one(&sql, &[&id.as_uuid()]).await?;
     tx.commit().await?;
-    Ok(Tenant::from_row(&row))
+    Ok(Tenant::from_row(&row)?)
 }
 
 /// How to connect to a tenant's database as the tenant's own role.
@@ -360,8 +441,8 @@ pub async fn act(
 pub struct TenantCredentials {
     pub host: String,
     pub port: u16,
-    pub dbname: String,
-    pub role: String,
+    pub dbname: PgIdent,
+    pub role: PgIdent,
     pub password: String,
 }
 
@@ -383,32 +464,128 @@ pub enum CredentialsError {
     NotPlaced(TenantId),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
-    #[error(transparent)]
-    Registry(#[from] RegistryError),
 }
 
-/// The tenant's connection parameters, with its password decrypted.
-pub async fn credentials(
-    client: &impl GenericClient,
+/// The tenant's connection parameters, with its password decrypted. No
+/// query: the tenant row carries its host's address.
+pub fn credentials(
     cipher: &PasswordCipher,
     tenant: &Tenant,
 ) -> Result<TenantCredentials, CredentialsError> {
-    let (Some(host_id), Some(dbname), Some(role), Some(sealed)) = (
-        tenant.db_host_id,
-        &tenant.db_name,
-        &tenant.db_role,
-        &tenant.db_password_enc,
-    ) else {
+    let (Some(p), Some(sealed)) = (&tenant.placement, &tenant.db_password_enc) else {
         return Err(CredentialsError::NotPlaced(tenant.id));
     };
-    let host = crate::hosts::get_by_id(client, host_id)
-        .await?
-        .ok_or(CredentialsError::NotPlaced(tenant.id))?;
     Ok(TenantCredentials {
-        host: host.host,
-        port: host.port,
-        dbname: dbname.clone(),
-        role: role.clone(),
+        host: p.address.clone(),
+        port: p.port,
+        dbname: p.database.clone(),
+        role: p.role.clone(),
         password: cipher.open(sealed)?,
     })
+}
+
+/// How many tenants are in each status (every status, zeros included).
+pub async fn count_by_status(
+    client: &impl GenericClient,
+) -> Result<Vec<(TenantStatus, i64)>, RegistryError> {
+    let rows = client
+        .query(
+            "SELECT status, count(*) AS n FROM tenant_registry GROUP BY status",
+            &[],
+        )
+        .await?;
+    Ok(TenantStatus::ALL
+        .iter()
+        .map(|s| {
+            let n = rows
+                .iter()
+                .find(|r| r.get::<_, &str>("status") == s.as_str())
+                .map_or(0, |r| r.get("n"));
+            (*s, n)
+        })
+        .collect())
+}
+
+/// The organizations of every tenant not marked for deletion.
+pub async fn live_organizations(
+    client: &impl GenericClient,
+) -> Result<Vec<ClerkOrgId>, RegistryError> {
+    let rows = client
+        .query(
+            "SELECT clerk_org_id FROM tenant_registry
+              WHERE desired_state <> 'deleted' ORDER BY clerk_org_id",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let org: &str = r.get("clerk_org_id");
+            ClerkOrgId::parse(org).map_err(|e| RegistryError::Corrupt {
+                table: "tenant_registry",
+                id: org.to_owned(),
+                detail: e.to_string(),
+            })
+        })
+        .collect()
+}
+
+/// What the Clerk write-back has to do for a tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteBack {
+    /// Active and not written yet: put its id and slug into Clerk.
+    Write,
+    /// Marked for deletion after it was written: take them out again.
+    Erase,
+}
+
+/// Tenants the write-back has work for, oldest first.
+pub async fn awaiting_write_back(
+    client: &impl GenericClient,
+    limit: i64,
+) -> Result<Vec<(Tenant, WriteBack)>, RegistryError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {TENANT_COLUMNS}, t.desired_state = 'active' AS write FROM {TENANT_FROM}
+                  WHERE (t.status = 'active' AND t.desired_state = 'active'
+                         AND NOT t.metadata ? 'clerk_written_at')
+                     OR (t.desired_state = 'deleted' AND t.metadata ? 'clerk_written_at')
+                  ORDER BY t.id LIMIT $1"
+            ),
+            &[&limit],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let action = if r.get::<_, bool>("write") {
+                WriteBack::Write
+            } else {
+                WriteBack::Erase
+            };
+            Ok((Tenant::from_row(r)?, action))
+        })
+        .collect()
+}
+
+/// Records that the write-back did `action` for the tenant.
+pub async fn mark_written_back(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    action: WriteBack,
+) -> Result<(), RegistryError> {
+    let sql = match action {
+        WriteBack::Write => {
+            "UPDATE tenant_registry
+                SET metadata = metadata || jsonb_build_object('clerk_written_at', now())
+              WHERE id = $1"
+        }
+        WriteBack::Erase => {
+            "UPDATE tenant_registry
+                SET metadata = (metadata - 'clerk_written_at')
+                               || jsonb_build_object('clerk_erased_at', now())
+              WHERE id = $1"
+        }
+    };
+    client.execute(sql, &[tenant.uuid_ref()]).await?;
+    Ok(())
 }

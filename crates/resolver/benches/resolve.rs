@@ -49,15 +49,17 @@ use anyhow::Context;
 use criterion::{BatchSize, Criterion};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use model::clerk::Organization;
+use model::ids::{ClerkOrgId, TenantId};
+use model::naming::TenantPrefix;
+use model::status::TenantStatus;
+use provisioner::reconciler::{Reconciler, ReconcilerSettings};
+use provisioner::template::Templates;
+use provisioner::HostConnector;
 use registry::crypto::PasswordCipher;
-use registry::directory::{self, Organization};
-use registry::hosts::{self, HostConnector, NewHost};
-use registry::ids::{ClerkOrgId, TenantId};
-use registry::naming::TenantPrefix;
+use registry::directory;
+use registry::hosts::{self, NewHost};
 use registry::pool::PoolOptions;
-use registry::reconciler::{Reconciler, ReconcilerSettings};
-use registry::status::TenantStatus;
-use registry::template::Templates;
 use registry::tenants::{self, TenantCredentials, TenantKey};
 use serde_json::{json, Value};
 use tenant_plane_resolver::clock::SystemClock;
@@ -183,7 +185,7 @@ impl Fixture {
                 pause_at: None,
             },
         );
-        reconciler.sync_templates().await?;
+        reconciler.build_templates().await?;
 
         let orgs: Vec<ClerkOrgId> = (0..TENANTS)
             .map(|_| ClerkOrgId::parse(format!("org_{}", uuid::Uuid::new_v4().simple())))
@@ -194,12 +196,7 @@ impl Fixture {
             for (i, org) in orgs.iter().enumerate() {
                 directory::upsert_organization(
                     &tx,
-                    &Organization {
-                        id: org.clone(),
-                        name: format!("Bench {i}"),
-                        slug: None,
-                        updated_at: chrono::Utc::now(),
-                    },
+                    &Organization::new(org.clone(), format!("Bench {i}"), None, chrono::Utc::now()),
                     "bench",
                 )
                 .await?;
@@ -211,7 +208,7 @@ impl Fixture {
         let client = control.get().await?;
         let mut ids = Vec::new();
         for org in &orgs {
-            let t = tenants::get(&client, TenantKey::ClerkOrg(org.as_str()))
+            let t = tenants::get(&client, TenantKey::ClerkOrg(org))
                 .await?
                 .context("the tenant was just inserted")?;
             anyhow::ensure!(
@@ -223,7 +220,7 @@ impl Fixture {
             );
             ids.push(t);
         }
-        let first_credentials = tenants::credentials(&client, &cipher, &ids[0]).await?;
+        let first_credentials = tenants::credentials(&cipher, &ids[0])?;
         drop(client);
 
         let pem = std::fs::read_to_string(format!("{FIXTURES}/rsa-a.pub.pem"))?;
@@ -255,7 +252,7 @@ impl Fixture {
             anyhow::ensure!(ctx.tenant.id == tenant.id, "resolved to another tenant");
             let conn = ctx.pool.get().await?;
             let row = conn.query_one("SELECT current_user", &[]).await?;
-            anyhow::ensure!(Some(row.get::<_, String>(0)) == tenant.db_role);
+            anyhow::ensure!(Some(row.get::<_, String>(0)).as_deref() == tenant.db_role());
         }
         for token in &many_tokens {
             resolver.resolve(token).await?;
@@ -302,9 +299,9 @@ fn tenant_config(c: &TenantCredentials) -> tokio_postgres::Config {
     config
         .host(&c.host)
         .port(c.port)
-        .user(&c.role)
+        .user(c.role.as_str())
         .password(&c.password)
-        .dbname(&c.dbname)
+        .dbname(c.dbname.as_str())
         .application_name("tenant-plane-bench")
         .connect_timeout(Duration::from_secs(5));
     config

@@ -7,9 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
+use model::{ClerkOrgId, TenantId, TenantStatus};
 use registry::crypto::PasswordCipher;
-use registry::ids::{ClerkOrgId, TenantId};
-use registry::status::TenantStatus;
 use registry::tenants::{self, Tenant, TenantCredentials, TenantKey};
 use serde::Serialize;
 
@@ -36,7 +35,7 @@ impl std::fmt::Debug for ResolvedTenant {
             .field("id", &self.id)
             .field("clerk_org_id", &self.clerk_org_id)
             .field("status", &self.status)
-            .field("db_name", &self.db_name)
+            .field("placement", &self.placement)
             .finish_non_exhaustive()
     }
 }
@@ -99,13 +98,13 @@ impl TenantCache {
             .get()
             .await
             .map_err(registry::RegistryError::from)?;
-        let Some(t) = tenants::get(&client, TenantKey::ClerkOrg(org.as_str())).await? else {
+        let Some(t) = tenants::get(&client, TenantKey::ClerkOrg(org)).await? else {
             // Unknown organizations are not cached: the tenant may be
             // registered by the next webhook.
             return Ok(None);
         };
         let credentials = if t.status == TenantStatus::Active {
-            Some(tenants::credentials(&client, &self.cipher, &t).await?)
+            Some(tenants::credentials(&self.cipher, &t)?)
         } else {
             None
         };

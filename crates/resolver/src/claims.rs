@@ -14,7 +14,7 @@
 //! form, the id parsed as a [`ClerkOrgId`]. An id that does not parse makes the
 //! token malformed (it is not read as "no organization").
 
-use registry::ids::ClerkOrgId;
+use model::ClerkOrgId;
 use serde_json::{Map, Value};
 
 /// The organization a session is active in.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use deadpool::managed::{self, Metrics, RecycleResult, Timeouts};
 use deadpool_postgres::{ClientWrapper, ManagerConfig, RecyclingMethod};
-use registry::ids::TenantId;
+use model::TenantId;
 use registry::tenants::TenantCredentials;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -114,10 +114,10 @@ impl managed::Manager for BudgetedManager {
     }
 }
 
-type TenantPool = managed::Pool<BudgetedManager>;
+type BudgetedPool = managed::Pool<BudgetedManager>;
 
 struct Entry {
-    pool: TenantPool,
+    pool: BudgetedPool,
     last_used: Instant,
 }
 
@@ -245,7 +245,7 @@ impl PoolManager {
         &self,
         tenant: TenantId,
         credentials: &TenantCredentials,
-    ) -> Result<TenantPool, PoolError> {
+    ) -> Result<BudgetedPool, PoolError> {
         let mut pools = self.shared.pools.lock().expect("pool map lock");
         if let Some(entry) = pools.get_mut(&tenant) {
             entry.last_used = Instant::now();
@@ -255,9 +255,9 @@ impl PoolManager {
         config
             .host(&credentials.host)
             .port(credentials.port)
-            .user(&credentials.role)
+            .user(credentials.role.as_str())
             .password(&credentials.password)
-            .dbname(&credentials.dbname)
+            .dbname(credentials.dbname.as_str())
             .application_name("tenant-plane-resolver")
             .connect_timeout(self.shared.limits.acquire_timeout);
         let manager = BudgetedManager {

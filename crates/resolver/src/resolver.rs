@@ -4,15 +4,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::http::StatusCode;
 use deadpool_postgres::Pool;
-use futures::StreamExt;
+use http::StatusCode;
+use model::{TenantId, TenantStatus};
 use registry::crypto::PasswordCipher;
-use registry::ids::TenantId;
-use registry::status::TenantStatus;
-use registry::tenants::CHANGED_CHANNEL;
+use registry::listen::{self, Signal, CHANGED_CHANNEL};
 use tokio::task::JoinHandle;
-use tokio_postgres::AsyncMessage;
 
 use crate::cache::{CacheStats, LookupError, ResolvedTenant, TenantCache};
 use crate::clock::Clock;
@@ -222,59 +219,35 @@ impl Resolver {
     }
 
     /// Listens for tenant changes on the control database and invalidates
-    /// at once; reconnects after failures, clearing the cache since
-    /// notifications may have been missed meanwhile. Also sweeps idle pools.
+    /// at once; (re)subscribing clears the cache, since notifications may
+    /// have been missed meanwhile. Also sweeps idle pools. Runs until the
+    /// returned task is aborted.
     pub fn listen_for_changes(self: &Arc<Self>, config: tokio_postgres::Config) -> JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move {
-            loop {
-                this.listen_once(&config).await;
-                this.cache.clear();
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        })
-    }
-
-    async fn listen_once(&self, config: &tokio_postgres::Config) {
-        let (client, mut connection) = match config.connect(tokio_postgres::NoTls).await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "resolver cannot open its LISTEN connection");
-                return;
-            }
-        };
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let driver = tokio::spawn(async move {
-            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(Ok(message)) = messages.next().await {
-                if let AsyncMessage::Notification(n) = message {
-                    let _ = tx.send(n.payload().to_owned());
+            // Never told to stop: the task ends when it is aborted.
+            let (_keep, shutdown) = tokio::sync::watch::channel(false);
+            let sweeper = {
+                let this = this.clone();
+                async move {
+                    let mut sweep = tokio::time::interval(Duration::from_secs(30));
+                    loop {
+                        sweep.tick().await;
+                        this.pools.sweep();
+                    }
                 }
-            }
-        });
-        if let Err(e) = client
-            .batch_execute(&format!("LISTEN {CHANGED_CHANNEL}"))
-            .await
-        {
-            tracing::warn!(error = %e, "resolver LISTEN failed");
-            driver.abort();
-            return;
-        }
-        let mut sweep = tokio::time::interval(Duration::from_secs(30));
-        loop {
-            tokio::select! {
-                payload = rx.recv() => match payload {
-                    Some(payload) => match payload.parse::<uuid::Uuid>() {
-                        Ok(id) => self.invalidate(TenantId::from(id)),
-                        Err(_) => self.cache.clear(),
-                    },
-                    None => break,
+            };
+            let on_signal = |signal: Signal<'_>| match signal {
+                Signal::Listening => this.cache.clear(),
+                Signal::Notification { payload, .. } => match payload.parse::<uuid::Uuid>() {
+                    Ok(id) => this.invalidate(TenantId::from(id)),
+                    Err(_) => this.cache.clear(),
                 },
-                _ = sweep.tick() => {
-                    self.pools.sweep();
-                }
-            }
-        }
-        driver.abort();
+            };
+            tokio::join!(
+                listen::listen(config, &[CHANGED_CHANNEL], on_signal, shutdown),
+                sweeper
+            );
+        })
     }
 }

@@ -40,8 +40,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use registry::directory::{self, Organization};
-use registry::ids::ClerkOrgId;
+use model::clerk::Organization;
+use model::ids::ClerkOrgId;
+use registry::directory;
 use reqwest::StatusCode;
 use support::{closed_loop, main_with_database, millis, percentile, positive, Tally};
 use tenant_plane::config::Settings;
@@ -177,12 +178,12 @@ async fn register(db: &TestDatabase, n: usize) -> anyhow::Result<Vec<String>> {
         let id = ClerkOrgId::parse(format!("org_{}", uuid::Uuid::new_v4().simple()))?;
         directory::upsert_organization(
             &tx,
-            &Organization {
-                id: id.clone(),
-                name: format!("Bench {i}"),
-                slug: Some(format!("bench-{i}")),
-                updated_at: chrono::Utc::now(),
-            },
+            &Organization::new(
+                id.clone(),
+                format!("Bench {i}"),
+                Some(format!("bench-{i}")),
+                chrono::Utc::now(),
+            ),
             "bench",
         )
         .await?;

@@ -57,7 +57,7 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use futures::StreamExt;
-use registry::naming::{quote_ident, PgIdent};
+use model::naming::{quote_ident, PgIdent};
 use registry::tenants::CHANGED_CHANNEL;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;

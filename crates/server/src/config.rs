@@ -7,8 +7,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use model::naming::TenantPrefix;
 use registry::crypto::PasswordCipher;
-use registry::naming::TenantPrefix;
 use registry::pool::{self, PoolOptions};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;

@@ -91,7 +91,8 @@ impl ResponseError for ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::NotConfigured(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Resolve(e) => e.status(),
+            ApiError::Resolve(e) => StatusCode::from_u16(e.status().as_u16())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,

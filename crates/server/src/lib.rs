@@ -9,6 +9,4 @@ pub mod error;
 pub mod provisioning;
 pub mod routes;
 pub mod startup;
-pub mod sync;
 pub mod telemetry;
-pub mod writeback;

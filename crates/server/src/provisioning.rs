@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use deadpool_postgres::Pool;
-use registry::hosts::{self, HostConnector, NewHost};
-use registry::reconciler::{Reconciler, ReconcilerSettings};
-use registry::template::Templates;
+use provisioner::reconciler::{Reconciler, ReconcilerSettings};
+use provisioner::template::Templates;
+use provisioner::HostConnector;
+use registry::hosts::{self, NewHost};
 use secrecy::ExposeSecret;
 use tokio_postgres::config::Host;
 
@@ -95,9 +96,9 @@ pub fn reconciler(settings: &Settings, pool: Pool) -> anyhow::Result<Arc<Reconci
 pub async fn prepare(settings: &Settings, pool: &Pool) -> anyhow::Result<Arc<Reconciler>> {
     seed_default_host(pool, settings).await?;
     let reconciler = reconciler(settings, pool.clone())?;
-    for report in reconciler.sync_templates().await? {
+    for report in reconciler.build_templates().await? {
         if report.created || !report.applied.is_empty() {
-            tracing::info!(host = %report.host, created = report.created, applied = ?report.applied, "template synced");
+            tracing::info!(host = %report.host, created = report.created, applied = ?report.applied, "template built");
         }
     }
     Ok(reconciler)

@@ -11,7 +11,7 @@ use actix_web::middleware::{from_fn, Next};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use anyhow::Context;
 use deadpool_postgres::Pool;
-use registry::reconciler::Reconciler;
+use provisioner::reconciler::Reconciler;
 use resolver::clock::SystemClock;
 use resolver::jwks::KeySource;
 use resolver::pools::PoolLimits;
@@ -81,7 +81,7 @@ impl Application {
             None => None,
         };
         if let (Some(clerk), true, Some((stop, _))) = (&clerk, settings.clerk.write_back, &worker) {
-            crate::writeback::spawn(
+            directory_sync::writeback::spawn(
                 pool.clone(),
                 clerk.clone(),
                 settings.worker.poll_interval,

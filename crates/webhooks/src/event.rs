@@ -3,11 +3,12 @@
 //! Parsing is two-staged: the envelope (`type`, `timestamp`, `data`) first,
 //! then `data` by type. An unknown type is not an error (Clerk sends many
 //! event types we ignore), and unknown extra fields are ignored everywhere,
-//! because Clerk adds fields over time.
+//! because Clerk adds fields over time. The objects in `data` are Clerk's
+//! own (`model::clerk`), the same types the Backend API client decodes.
 
 use chrono::{DateTime, TimeZone, Utc};
-use registry::directory;
-use registry::ids::{ClerkMembershipId, ClerkOrgId, ClerkUserId};
+use model::clerk::{Deleted, Organization, OrganizationMembership, User};
+use model::{ClerkOrgId, ClerkUserId};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -44,116 +45,17 @@ impl Envelope {
     }
 }
 
-/// A Unix time in milliseconds, as Clerk's `*_at` fields are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(try_from = "i64")]
-pub struct Millis(DateTime<Utc>);
-
-impl TryFrom<i64> for Millis {
-    type Error = String;
-    fn try_from(ms: i64) -> Result<Self, String> {
-        Utc.timestamp_millis_opt(ms)
-            .single()
-            .map(Millis)
-            .ok_or_else(|| format!("timestamp {ms} is out of range"))
-    }
-}
-
-impl Millis {
-    pub fn time(self) -> DateTime<Utc> {
-        self.0
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct OrganizationData {
-    pub id: ClerkOrgId,
-    pub name: String,
-    #[serde(default)]
-    pub slug: Option<String>,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-}
-
-/// `organization.deleted` and `user.deleted` carry only the id.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Deleted<Id> {
-    pub id: Id,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct OrganizationRef {
-    pub id: ClerkOrgId,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct PublicUserData {
-    pub user_id: ClerkUserId,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct MembershipData {
-    pub id: ClerkMembershipId,
-    pub role: String,
-    #[serde(default)]
-    pub permissions: Option<Vec<String>>,
-    pub organization: OrganizationRef,
-    pub public_user_data: PublicUserData,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct EmailAddress {
-    pub id: String,
-    pub email_address: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct UserData {
-    pub id: ClerkUserId,
-    #[serde(default)]
-    pub external_id: Option<String>,
-    #[serde(default)]
-    pub primary_email_address_id: Option<String>,
-    #[serde(default)]
-    pub email_addresses: Vec<EmailAddress>,
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub first_name: Option<String>,
-    #[serde(default)]
-    pub last_name: Option<String>,
-    #[serde(default)]
-    pub image_url: Option<String>,
-    #[serde(default)]
-    pub public_metadata: Option<Value>,
-    pub created_at: Millis,
-    pub updated_at: Millis,
-}
-
-impl UserData {
-    pub fn primary_email(&self) -> Option<&str> {
-        registry::directory::primary_email(
-            self.primary_email_address_id.as_deref(),
-            self.email_addresses
-                .iter()
-                .map(|e| (e.id.as_str(), e.email_address.as_str())),
-        )
-    }
-}
-
 /// The events tenant-plane acts on.
 #[derive(Debug, Clone)]
 pub enum ClerkEvent {
-    OrganizationCreated(OrganizationData),
-    OrganizationUpdated(OrganizationData),
+    OrganizationCreated(Organization),
+    OrganizationUpdated(Organization),
     OrganizationDeleted(Deleted<ClerkOrgId>),
-    MembershipCreated(MembershipData),
-    MembershipUpdated(MembershipData),
-    MembershipDeleted(MembershipData),
-    UserCreated(UserData),
-    UserUpdated(UserData),
+    MembershipCreated(OrganizationMembership),
+    MembershipUpdated(OrganizationMembership),
+    MembershipDeleted(OrganizationMembership),
+    UserCreated(User),
+    UserUpdated(User),
     UserDeleted(Deleted<ClerkUserId>),
 }
 
@@ -190,49 +92,6 @@ impl ClerkEvent {
             "user.deleted" => UserDeleted(data(env)?),
             _ => return Ok(None),
         }))
-    }
-}
-
-impl From<&OrganizationData> for directory::Organization {
-    fn from(o: &OrganizationData) -> Self {
-        directory::Organization {
-            id: o.id.clone(),
-            name: o.name.clone(),
-            slug: o.slug.clone(),
-            updated_at: o.updated_at.time(),
-        }
-    }
-}
-
-impl From<&UserData> for directory::User {
-    fn from(u: &UserData) -> Self {
-        directory::User {
-            id: u.id.clone(),
-            primary_email: u.primary_email().map(str::to_owned),
-            first_name: u.first_name.clone(),
-            last_name: u.last_name.clone(),
-            username: u.username.clone(),
-            image_url: u.image_url.clone(),
-            external_id: u.external_id.clone(),
-            public_metadata: u
-                .public_metadata
-                .clone()
-                .unwrap_or_else(|| Value::Object(Default::default())),
-            updated_at: u.updated_at.time(),
-        }
-    }
-}
-
-impl From<&MembershipData> for directory::Membership {
-    fn from(m: &MembershipData) -> Self {
-        directory::Membership {
-            id: m.id.clone(),
-            org_id: m.organization.id.clone(),
-            user_id: m.public_user_data.user_id.clone(),
-            role: m.role.clone(),
-            permissions: m.permissions.clone().unwrap_or_default(),
-            updated_at: m.updated_at.time(),
-        }
     }
 }
 
@@ -306,8 +165,8 @@ mod tests {
                 "org_2g7np7Hrk0SN6kj5EDMLDaKNL0S"
             );
             assert_eq!(
-                m.public_user_data.user_id.as_str(),
-                "user_2h8op3Isl1QR7tKu5FGNfaLKEoU"
+                m.user_id().map(|u| u.as_str()),
+                Some("user_2h8op3Isl1QR7tKu5FGNfaLKEoU")
             );
         }
         assert!(matches!(

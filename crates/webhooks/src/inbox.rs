@@ -6,37 +6,13 @@
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Pool, Transaction};
 use registry::directory::{self, Change};
+pub use registry::webhook_events::Outcome;
+use registry::webhook_events::{self, NewDelivery, StoredEvent};
 use registry::RegistryError;
-use serde::Serialize;
 use serde_json::Value;
 
 use crate::event::{ClerkEvent, Envelope};
 use crate::signature::Delivery;
-
-/// What became of a delivery. The first four are stored in
-/// `webhook_events.outcome`; `Duplicate` means an earlier delivery with the
-/// same svix-id already holds the row.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Outcome {
-    Applied,
-    Ignored,
-    Stale,
-    Dead,
-    Duplicate,
-}
-
-impl Outcome {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Outcome::Applied => "applied",
-            Outcome::Ignored => "ignored",
-            Outcome::Stale => "stale",
-            Outcome::Dead => "dead",
-            Outcome::Duplicate => "duplicate",
-        }
-    }
-}
 
 /// A body classified before any database work.
 enum Classified {
@@ -136,7 +112,7 @@ impl Inbox {
             span.record("object_id", id);
         }
 
-        let record = Record {
+        let record = NewDelivery {
             svix_id: &delivery.svix_id,
             event_type,
             object_id: envelope.and_then(Envelope::object_id),
@@ -157,15 +133,15 @@ impl Inbox {
             Classified::Dead { error, .. } => Some(error.as_str()),
             _ => None,
         };
-        let outcome = match record.insert(&tx, provisional, error).await? {
-            Outcome::Duplicate => Outcome::Duplicate,
-            _ => {
-                let outcome = effect(&tx, &classified, &delivery.svix_id).await?;
-                if outcome != provisional {
-                    set_outcome(&tx, &delivery.svix_id, outcome, None).await?;
-                }
-                outcome
+        let outcome = if webhook_events::insert(&tx, &record, provisional, error).await? {
+            let (outcome, error) = effect(&tx, &classified, &delivery.svix_id).await?;
+            if outcome != provisional {
+                webhook_events::set_outcome(&tx, &delivery.svix_id, outcome, error.as_deref())
+                    .await?;
             }
+            outcome
+        } else {
+            Outcome::Duplicate
         };
         tx.commit().await?;
         span.record("outcome", outcome.as_str());
@@ -193,174 +169,64 @@ pub async fn apply(
     use ClerkEvent::*;
     match event {
         OrganizationCreated(o) | OrganizationUpdated(o) => {
-            directory::upsert_organization(tx, &o.into(), actor).await
+            directory::upsert_organization(tx, o, actor).await
         }
         OrganizationDeleted(d) => directory::delete_organization(tx, &d.id, time, actor).await,
         MembershipCreated(m) | MembershipUpdated(m) => {
-            directory::upsert_membership(tx, &m.into(), false).await
+            directory::upsert_membership(tx, m, false).await
         }
-        MembershipDeleted(m) => directory::upsert_membership(tx, &m.into(), true).await,
-        UserCreated(u) | UserUpdated(u) => directory::upsert_user(tx, &u.into()).await,
+        MembershipDeleted(m) => directory::upsert_membership(tx, m, true).await,
+        UserCreated(u) | UserUpdated(u) => directory::upsert_user(tx, u).await,
         UserDeleted(d) => directory::delete_user(tx, &d.id, time).await,
     }
 }
 
-/// One `webhook_events` row.
-struct Record<'a> {
-    svix_id: &'a str,
-    event_type: &'a str,
-    object_id: Option<&'a str>,
-    instance_id: Option<&'a str>,
-    event_timestamp: Option<DateTime<Utc>>,
-    payload: Option<&'a Value>,
-    raw_body: Option<&'a str>,
-}
-
-impl Record<'_> {
-    /// Inserts the row, or returns `Duplicate` if the svix-id is already
-    /// recorded. Concurrent duplicates wait on the primary key until the
-    /// first commits, so only one of them ever applies the event.
-    async fn insert(
-        &self,
-        tx: &Transaction<'_>,
-        outcome: Outcome,
-        error: Option<&str>,
-    ) -> Result<Outcome, RegistryError> {
-        let stmt = tx
-            .prepare_cached(
-                "INSERT INTO webhook_events
-                     (svix_id, event_type, object_id, instance_id, event_timestamp,
-                      payload, raw_body, outcome, error, applied_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                         CASE WHEN $8 = 'applied' THEN now() END)
-                 ON CONFLICT (svix_id) DO NOTHING",
-            )
-            .await?;
-        let n = tx
-            .execute(
-                &stmt,
-                &[
-                    &self.svix_id,
-                    &self.event_type,
-                    &self.object_id,
-                    &self.instance_id,
-                    &self.event_timestamp,
-                    &self.payload,
-                    &self.raw_body,
-                    &outcome.as_str(),
-                    &error,
-                ],
-            )
-            .await?;
-        Ok(if n == 0 { Outcome::Duplicate } else { outcome })
-    }
-}
-
-/// Applies a classified delivery's effect; the outcome to record.
+/// Applies a classified delivery's effect; the outcome to record, and the
+/// error to record with it.
 async fn effect(
     tx: &Transaction<'_>,
     classified: &Classified,
     svix_id: &str,
-) -> Result<Outcome, RegistryError> {
+) -> Result<(Outcome, Option<String>), RegistryError> {
     Ok(match classified {
-        Classified::Ignored(_) => Outcome::Ignored,
+        Classified::Ignored(_) => (Outcome::Ignored, None),
         Classified::Dead { error, .. } => {
             tracing::warn!(error = %error, "dead-lettered a signed webhook that could not be applied");
-            Outcome::Dead
+            (Outcome::Dead, Some(error.clone()))
         }
         Classified::Event(env, event) => {
             let actor = format!("webhook:{svix_id}");
             let time = env.time().unwrap_or_else(Utc::now);
             match apply(tx, event, time, &actor).await? {
-                Change::Applied => Outcome::Applied,
-                Change::Stale => Outcome::Stale,
+                Change::Applied => (Outcome::Applied, None),
+                Change::Stale => (Outcome::Stale, None),
+                Change::Incomplete(why) => {
+                    tracing::warn!(
+                        error = why,
+                        "dead-lettered a webhook the directory cannot use"
+                    );
+                    (Outcome::Dead, Some(why.to_owned()))
+                }
             }
         }
     })
-}
-
-async fn set_outcome(
-    tx: &Transaction<'_>,
-    svix_id: &str,
-    outcome: Outcome,
-    error: Option<&str>,
-) -> Result<(), RegistryError> {
-    let stmt = tx
-        .prepare_cached(
-            "UPDATE webhook_events
-                SET outcome = $2, error = $3,
-                    applied_at = CASE WHEN $2 = 'applied' THEN now() END
-              WHERE svix_id = $1",
-        )
-        .await?;
-    tx.execute(&stmt, &[&svix_id, &outcome.as_str(), &error])
-        .await?;
-    Ok(())
-}
-
-/// A stored delivery, as operators see it.
-#[derive(Debug, Clone, Serialize)]
-pub struct StoredEvent {
-    pub svix_id: String,
-    pub event_type: String,
-    pub object_id: Option<String>,
-    pub outcome: String,
-    pub error: Option<String>,
-    pub received_at: DateTime<Utc>,
-    pub applied_at: Option<DateTime<Utc>>,
-    /// The body as received (JSON, or the raw text when it was not JSON).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub body: Option<Value>,
-}
-
-const STORED_COLUMNS: &str =
-    "svix_id, event_type, object_id, outcome, error, received_at, applied_at, \
-     coalesce(payload, to_jsonb(raw_body))";
-
-fn stored(r: &tokio_postgres::Row, with_body: bool) -> StoredEvent {
-    StoredEvent {
-        svix_id: r.get(0),
-        event_type: r.get(1),
-        object_id: r.get(2),
-        outcome: r.get(3),
-        error: r.get(4),
-        received_at: r.get(5),
-        applied_at: r.get(6),
-        body: if with_body { r.get(7) } else { None },
-    }
 }
 
 impl Inbox {
     /// The newest deliveries, optionally of one outcome.
     pub async fn list(
         &self,
-        outcome: Option<&str>,
+        outcome: Option<Outcome>,
         limit: i64,
     ) -> Result<Vec<StoredEvent>, RegistryError> {
         let client = self.pool.get().await?;
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT {STORED_COLUMNS} FROM webhook_events
-                      WHERE ($1::text IS NULL OR outcome = $1)
-                      ORDER BY received_at DESC, svix_id LIMIT $2"
-                ),
-                &[&outcome, &limit],
-            )
-            .await?;
-        Ok(rows.iter().map(|r| stored(r, false)).collect())
+        webhook_events::list(&client, outcome, limit).await
     }
 
     /// One delivery, with its body.
     pub async fn get(&self, svix_id: &str) -> Result<Option<StoredEvent>, RegistryError> {
         let client = self.pool.get().await?;
-        let row = client
-            .query_opt(
-                &format!("SELECT {STORED_COLUMNS} FROM webhook_events WHERE svix_id = $1"),
-                &[&svix_id],
-            )
-            .await?;
-        Ok(row.map(|r| stored(&r, true)))
+        webhook_events::get(&client, svix_id).await
     }
 
     /// Applies a stored delivery again, e.g. one dead-lettered before a fix:
@@ -370,24 +236,12 @@ impl Inbox {
     pub async fn replay(&self, svix_id: &str) -> Result<Option<Outcome>, RegistryError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let Some(row) = tx
-            .query_opt(
-                "SELECT coalesce(payload::text, raw_body) FROM webhook_events
-                  WHERE svix_id = $1 FOR UPDATE",
-                &[&svix_id],
-            )
-            .await?
-        else {
+        let Some(body) = webhook_events::lock_body(&tx, svix_id).await? else {
             return Ok(None);
         };
-        let body: String = row.get(0);
         let (_, classified) = classify(&body);
-        let outcome = effect(&tx, &classified, svix_id).await?;
-        let error = match &classified {
-            Classified::Dead { error, .. } => Some(error.as_str()),
-            _ => None,
-        };
-        set_outcome(&tx, svix_id, outcome, error).await?;
+        let (outcome, error) = effect(&tx, &classified, svix_id).await?;
+        webhook_events::set_outcome(&tx, svix_id, outcome, error.as_deref()).await?;
         tx.commit().await?;
         Ok(Some(outcome))
     }

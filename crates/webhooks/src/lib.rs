@@ -10,4 +10,5 @@ pub mod signature;
 
 pub use event::{ClerkEvent, Envelope};
 pub use inbox::{Inbox, Outcome};
+pub use registry::webhook_events::StoredEvent;
 pub use signature::{Delivery, SecretError, SignatureError, WebhookVerifier};

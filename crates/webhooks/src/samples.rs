@@ -3,7 +3,7 @@
 //! benchmark, so all three exercise the same shapes Clerk sends.
 
 use chrono::Utc;
-use registry::ids::{ClerkMembershipId, ClerkOrgId, ClerkUserId};
+use model::{ClerkMembershipId, ClerkOrgId, ClerkUserId};
 use serde_json::{json, Value};
 use uuid::Uuid;
 

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Args, Subcommand};
-use registry::ids::{ClerkMembershipId, ClerkOrgId, ClerkUserId};
+use model::ids::{ClerkMembershipId, ClerkOrgId, ClerkUserId};
 use webhooks::samples::{SampleEvent, SampleIds};
 
 use crate::config::Settings;

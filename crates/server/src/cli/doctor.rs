@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use registry::doctor::{self, Finding};
+use provisioner::doctor::{self, Finding};
 
 use super::table::{or_dash, print_json, print_table};
 use crate::config::Settings;

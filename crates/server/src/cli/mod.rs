@@ -84,7 +84,7 @@ pub enum Command {
         prune: bool,
         /// Only this organization (and its memberships).
         #[arg(long)]
-        org: Option<registry::ids::ClerkOrgId>,
+        org: Option<model::ids::ClerkOrgId>,
         #[arg(long)]
         json: bool,
     },
@@ -140,7 +140,7 @@ async fn worker(settings: &Settings) -> anyhow::Result<()> {
     let (stop, handle) = crate::startup::spawn_worker(settings, reconciler)?;
     if settings.clerk.write_back {
         let clerk = std::sync::Arc::new(settings.clerk_client()?);
-        crate::writeback::spawn(
+        directory_sync::writeback::spawn(
             pool.clone(),
             clerk,
             settings.worker.poll_interval,
@@ -158,14 +158,14 @@ async fn worker(settings: &Settings) -> anyhow::Result<()> {
 async fn sync(
     settings: &Settings,
     prune: bool,
-    org: Option<registry::ids::ClerkOrgId>,
+    org: Option<model::ids::ClerkOrgId>,
     json: bool,
 ) -> anyhow::Result<()> {
     let clerk = settings.clerk_client()?;
     let pool = checked_pool(settings).await?;
     let report = match &org {
-        Some(org) => crate::sync::sync_organization(&pool, &clerk, org, prune).await?,
-        None => crate::sync::sync_all(&pool, &clerk, prune).await?,
+        Some(org) => directory_sync::backfill_organization(&pool, &clerk, org, prune).await?,
+        None => directory_sync::backfill_all(&pool, &clerk, prune).await?,
     };
     if json {
         return table::print_json(&report);
@@ -225,7 +225,7 @@ async fn template_sync(settings: &Settings) -> anyhow::Result<()> {
     let pool = checked_pool(settings).await?;
     provisioning::seed_default_host(&pool, settings).await?;
     let reconciler = provisioning::reconciler(settings, pool)?;
-    for r in reconciler.sync_templates().await? {
+    for r in reconciler.build_templates().await? {
         let what = match (r.created, r.applied.is_empty()) {
             (true, _) => format!("created, applied {:?}", r.applied),
             (false, false) => format!("applied {:?}", r.applied),

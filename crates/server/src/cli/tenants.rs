@@ -6,9 +6,9 @@ use anyhow::Context;
 use clap::Subcommand;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use registry::fanout;
-use registry::ids::{ClerkOrgId, TenantId};
-use registry::status::TenantStatus;
+use model::ids::{ClerkOrgId, TenantId};
+use model::status::TenantStatus;
+use provisioner::rollout;
 use registry::tenants::{self, Action, Tenant, TenantKey};
 
 use super::table::{or_dash, print_json, print_table};
@@ -81,7 +81,10 @@ pub async fn find(client: &deadpool_postgres::Client, key: &str) -> anyhow::Resu
     let by = if let Ok(uuid) = key.parse::<uuid::Uuid>() {
         TenantKey::Id(TenantId::from(uuid))
     } else if key.starts_with("org_") {
-        TenantKey::ClerkOrg(key)
+        let org = ClerkOrgId::parse(key)?;
+        return tenants::get(client, TenantKey::ClerkOrg(&org))
+            .await?
+            .with_context(|| format!("no tenant for organization {org}"));
     } else {
         TenantKey::Slug(key)
     };
@@ -126,11 +129,11 @@ impl TenantsCommand {
                     .map(|t| {
                         vec![
                             t.id.to_string(),
-                            t.clerk_org_id.clone(),
+                            t.clerk_org_id.to_string(),
                             or_dash(t.slug.clone()),
                             t.status.to_string(),
                             t.desired_state.to_string(),
-                            or_dash(t.db_host.clone()),
+                            or_dash(t.db_host()),
                             or_dash(t.template_version),
                         ]
                     })
@@ -201,16 +204,19 @@ async fn provision(
 ) -> anyhow::Result<()> {
     let tx = client.transaction().await?;
     // The oldest possible watermark: any real Clerk event is newer.
-    let org = registry::directory::Organization {
+    let epoch = model::clerk::Millis::from(chrono::DateTime::UNIX_EPOCH);
+    let org = model::clerk::Organization {
         id: org_id.clone(),
         name,
         slug,
-        updated_at: chrono::DateTime::UNIX_EPOCH,
+        created_at: epoch,
+        updated_at: epoch,
+        public_metadata: serde_json::json!({}),
     };
     let change =
         registry::directory::upsert_organization(&tx, &org, &format!("cli:{}", whoami())).await?;
     tx.commit().await?;
-    let t = tenants::get(&*client, TenantKey::ClerkOrg(org_id.as_str()))
+    let t = tenants::get(&*client, TenantKey::ClerkOrg(&org_id))
         .await?
         .context("tenant vanished")?;
     match change {
@@ -218,21 +224,23 @@ async fn provision(
             "tenant {} registered for {org_id}: status {}, the worker provisions it",
             t.id, t.status
         ),
-        registry::directory::Change::Stale => anyhow::bail!(
-            "{org_id} already has tenant {} (status {}, desired {}); nothing changed",
-            t.id,
-            t.status,
-            t.desired_state
-        ),
+        registry::directory::Change::Stale | registry::directory::Change::Incomplete(_) => {
+            anyhow::bail!(
+                "{org_id} already has tenant {} (status {}, desired {}); nothing changed",
+                t.id,
+                t.status,
+                t.desired_state
+            )
+        }
     }
     Ok(())
 }
 
-/// The outcome of one tenant in a fan-out run.
+/// The outcome of one tenant in a rollout.
 #[derive(serde::Serialize)]
-struct FanoutResult {
+struct RolloutResult {
     tenant: TenantId,
-    clerk_org_id: String,
+    clerk_org_id: ClerkOrgId,
     from: i32,
     to: Option<i32>,
     applied: Vec<i32>,
@@ -253,15 +261,15 @@ async fn migrate(
     provisioning::seed_default_host(&pool, settings).await?;
     // New tenants must be cloned at the new version from now on.
     for host in registry::hosts::list(&pool.get().await?).await? {
-        registry::template::sync(&pool, &connector, &host, &prefix, &templates).await?;
+        provisioner::template::build(&pool, &connector, &host, &prefix, &templates).await?;
     }
     let latest = templates.latest_version();
-    let todo = fanout::behind(&pool, latest, only).await?;
+    let todo = rollout::behind(&pool, latest, only).await?;
     if todo.is_empty() {
         if !json {
             println!("every active tenant is at template v{latest}");
         } else {
-            print_json(&Vec::<FanoutResult>::new())?;
+            print_json(&Vec::<RolloutResult>::new())?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -272,24 +280,24 @@ async fn migrate(
             .expect("valid template"),
     );
     let pause_at = std::env::var(provisioning::PAUSE_AT_ENV).ok();
-    let results: Vec<FanoutResult> = futures::stream::iter(todo)
+    let results: Vec<RolloutResult> = futures::stream::iter(todo)
         .map(|tenant| {
             let (pool, connector, templates, bar, pause_at) =
                 (&pool, &connector, &templates, &bar, pause_at.as_deref());
             async move {
                 let outcome = async {
-                    let migrated = fanout::apply(pool, connector, templates, &tenant).await?;
-                    if pause_at == Some("fanout_applied") {
-                        bar.suspend(|| eprintln!("tenant-plane: paused at step fanout_applied"));
+                    let migrated = rollout::apply(pool, connector, templates, &tenant).await?;
+                    if pause_at == Some("rollout_applied") {
+                        bar.suspend(|| eprintln!("tenant-plane: paused at step rollout_applied"));
                         std::future::pending::<()>().await;
                     }
-                    fanout::record(pool, &tenant, &migrated).await?;
+                    rollout::record(pool, &tenant, &migrated).await?;
                     Ok::<_, anyhow::Error>(migrated)
                 }
                 .await;
                 bar.inc(1);
                 match outcome {
-                    Ok(m) => FanoutResult {
+                    Ok(m) => RolloutResult {
                         tenant: tenant.id,
                         clerk_org_id: tenant.clerk_org_id.clone(),
                         from: m.from,
@@ -299,7 +307,7 @@ async fn migrate(
                     },
                     Err(e) => {
                         bar.set_message(format!("{} failed", tenant.clerk_org_id));
-                        FanoutResult {
+                        RolloutResult {
                             tenant: tenant.id,
                             clerk_org_id: tenant.clerk_org_id.clone(),
                             from: tenant.template_version.unwrap_or(0),
@@ -325,7 +333,7 @@ async fn migrate(
             .map(|r| {
                 vec![
                     r.tenant.to_string(),
-                    r.clerk_org_id.clone(),
+                    r.clerk_org_id.to_string(),
                     format!(
                         "v{} -> {}",
                         r.from,
@@ -358,14 +366,20 @@ fn whoami() -> String {
 fn show(t: &Tenant) {
     let fields: [(&str, String); 14] = [
         ("id", t.id.to_string()),
-        ("clerk_org_id", t.clerk_org_id.clone()),
+        ("clerk_org_id", t.clerk_org_id.to_string()),
         ("name", t.name.clone()),
         ("slug", or_dash(t.slug.clone())),
         ("status", t.status.to_string()),
         ("desired_state", t.desired_state.to_string()),
-        ("db_host", or_dash(t.db_host.clone())),
-        ("db_name", or_dash(t.db_name.clone())),
-        ("db_role", or_dash(t.db_role.clone())),
+        ("db_host", or_dash(t.db_host())),
+        (
+            "db_name",
+            or_dash(t.placement.as_ref().map(|p| p.database.as_str())),
+        ),
+        (
+            "db_role",
+            or_dash(t.placement.as_ref().map(|p| p.role.as_str())),
+        ),
         ("template_version", or_dash(t.template_version)),
         ("attempts", t.attempts.to_string()),
         ("last_error", or_dash(t.last_error.clone())),

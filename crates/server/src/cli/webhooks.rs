@@ -35,13 +35,14 @@ impl WebhooksCommand {
                 limit,
                 json,
             } => {
-                if let Some(o) = &outcome {
-                    anyhow::ensure!(
-                        ["applied", "ignored", "stale", "dead"].contains(&o.as_str()),
-                        "--outcome must be one of applied, ignored, stale, dead"
-                    );
-                }
-                let events = inbox.list(outcome.as_deref(), limit).await?;
+                let outcome = outcome
+                    .map(|o| {
+                        webhooks::Outcome::parse_stored(&o).with_context(|| {
+                            format!("--outcome {o:?}: use one of applied, ignored, stale, dead")
+                        })
+                    })
+                    .transpose()?;
+                let events = inbox.list(outcome, limit).await?;
                 if json {
                     return print_json(&events);
                 }
@@ -53,7 +54,7 @@ impl WebhooksCommand {
                             e.svix_id.clone(),
                             e.event_type.clone(),
                             or_dash(e.object_id.clone()),
-                            e.outcome.clone(),
+                            e.outcome.as_str().to_owned(),
                             or_dash(e.error.clone()),
                         ]
                     })

@@ -44,7 +44,7 @@ pub async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
             )
             .await
         {
-            for status in registry::status::TenantStatus::ALL {
+            for status in model::status::TenantStatus::ALL {
                 let n = rows
                     .iter()
                     .find(|r| r.get::<_, &str>(0) == status.as_str())

@@ -7,8 +7,7 @@ use api::{
     Connection, ErrorBody, ListTenantsQuery, ResolveRequest, ResolveResponse, SessionClaims,
     Tenant as TenantView, TenantPage,
 };
-use registry::ids::TenantId;
-use registry::status::TenantStatus;
+use model::{ClerkOrgId, TenantId, TenantStatus};
 use registry::tenants::{self, Action, Tenant, TenantKey};
 use uuid::Uuid;
 
@@ -19,15 +18,15 @@ use crate::startup::AppState;
 pub fn view(t: &Tenant) -> TenantView {
     TenantView {
         id: t.id.as_uuid(),
-        clerk_org_id: t.clerk_org_id.clone(),
+        clerk_org_id: t.clerk_org_id.to_string(),
         slug: t.slug.clone(),
         name: t.name.clone(),
         status: t.status.to_string(),
         desired_state: t.desired_state.to_string(),
         plan: t.plan.clone(),
-        db_host: t.db_host.clone(),
-        db_name: t.db_name.clone(),
-        db_role: t.db_role.clone(),
+        db_host: t.db_host().map(str::to_owned),
+        db_name: t.placement.as_ref().map(|p| p.database.as_str().to_owned()),
+        db_role: t.placement.as_ref().map(|p| p.role.as_str().to_owned()),
         template_version: t.template_version,
         attempts: t.attempts,
         last_error: t.last_error.clone(),
@@ -44,10 +43,13 @@ async fn find(state: &AppState, key: TenantKey<'_>) -> Result<TenantView, ApiErr
         .get()
         .await
         .map_err(registry::RegistryError::from)?;
-    tenants::get(&client, key)
+    let t = tenants::get(&client, key)
         .await?
-        .map(|t| view(&t))
-        .ok_or(ApiError::NotFound("no such tenant"))
+        .ok_or(ApiError::NotFound("no such tenant"))?;
+    let span = tracing::Span::current();
+    span.record("tenant_id", tracing::field::display(t.id));
+    span.record("org_id", t.clerk_org_id.as_str());
+    Ok(view(&t))
 }
 
 /// List tenants, oldest first, optionally of one status.
@@ -57,6 +59,7 @@ async fn find(state: &AppState, key: TenantKey<'_>) -> Result<TenantView, ApiErr
     security(("service_token" = []))
 )]
 #[get("/internal/v1/tenants")]
+#[tracing::instrument(name = "list_tenants", skip_all, fields(status = ?query.status))]
 pub async fn list(
     _: ServiceCaller,
     state: web::Data<AppState>,
@@ -96,6 +99,7 @@ pub async fn list(
     security(("service_token" = []))
 )]
 #[get("/internal/v1/tenants/{id}")]
+#[tracing::instrument(name = "tenant_by_id", skip_all, fields(tenant_id = %id, org_id))]
 pub async fn by_id(
     _: ServiceCaller,
     state: web::Data<AppState>,
@@ -116,11 +120,14 @@ pub async fn by_id(
     security(("service_token" = []))
 )]
 #[get("/internal/v1/tenants/by-org/{clerk_org_id}")]
+#[tracing::instrument(name = "tenant_by_org", skip_all, fields(org_id = %org, tenant_id))]
 pub async fn by_org(
     _: ServiceCaller,
     state: web::Data<AppState>,
     org: web::Path<String>,
 ) -> Result<web::Json<TenantView>, ApiError> {
+    // A malformed id names no tenant, as a malformed uuid does for by-id.
+    let org = ClerkOrgId::parse(org.as_str()).map_err(|_| ApiError::NotFound("no such tenant"))?;
     Ok(web::Json(find(&state, TenantKey::ClerkOrg(&org)).await?))
 }
 
@@ -131,6 +138,7 @@ pub async fn by_org(
     security(("service_token" = []))
 )]
 #[get("/internal/v1/tenants/by-slug/{slug}")]
+#[tracing::instrument(name = "tenant_by_slug", skip_all, fields(slug = %slug, tenant_id, org_id))]
 pub async fn by_slug(
     _: ServiceCaller,
     state: web::Data<AppState>,
@@ -139,6 +147,7 @@ pub async fn by_slug(
     Ok(web::Json(find(&state, TenantKey::Slug(&slug)).await?))
 }
 
+#[tracing::instrument(name = "tenant_action", skip(state), fields(org_id))]
 async fn act(
     state: &AppState,
     id: &str,
@@ -153,6 +162,7 @@ async fn act(
         .await
         .map_err(registry::RegistryError::from)?;
     let t = tenants::act(&mut client, TenantId::from(id), action, "internal-api").await?;
+    tracing::Span::current().record("org_id", t.clerk_org_id.as_str());
     Ok(web::Json(view(&t)))
 }
 
@@ -228,6 +238,7 @@ action_route!(
     security(("service_token" = []))
 )]
 #[post("/internal/v1/resolve")]
+#[tracing::instrument(name = "resolve_http", skip_all)]
 pub async fn resolve(
     _: ServiceCaller,
     state: web::Data<AppState>,
@@ -260,8 +271,8 @@ pub async fn resolve(
         connection: Connection {
             host: creds.host.clone(),
             port: creds.port,
-            database: creds.dbname.clone(),
-            role: creds.role.clone(),
+            database: creds.dbname.as_str().to_owned(),
+            role: creds.role.as_str().to_owned(),
             password: state.expose_passwords.then(|| creds.password.clone()),
         },
     }))
@@ -273,7 +284,7 @@ pub async fn resolve(
     paths(list, by_id, by_org, by_slug, suspend, resume, retry, restore, remove, resolve,
           crate::routes::sync::sync_organization, crate::routes::sync::sync_all, crate::routes::sync::status,
           crate::routes::health::healthz, crate::routes::health::readyz, crate::routes::health::metrics_route),
-    components(schemas(TenantView, TenantPage, ErrorBody, ResolveRequest, ResolveResponse, SessionClaims, Connection, crate::sync::SyncStatus)),
+    components(schemas(TenantView, TenantPage, ErrorBody, ResolveRequest, ResolveResponse, SessionClaims, Connection, api::SyncStatus, api::BackfillReport)),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;

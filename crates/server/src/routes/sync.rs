@@ -1,14 +1,15 @@
 //! Backfill from the Clerk Backend API over the internal API.
 
 use actix_web::{get, post, web, HttpResponse};
-use registry::ids::ClerkOrgId;
+use api::SyncStatus;
+use directory_sync::BackfillError;
+use model::ClerkOrgId;
 use serde::Deserialize;
 use serde_json::json;
 
 use crate::auth::ServiceCaller;
 use crate::error::ApiError;
 use crate::startup::AppState;
-use crate::sync::{self, SyncError, SyncStatus};
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 pub struct SyncQuery {
@@ -17,11 +18,11 @@ pub struct SyncQuery {
     pub prune: bool,
 }
 
-impl From<SyncError> for ApiError {
-    fn from(e: SyncError) -> Self {
+impl From<BackfillError> for ApiError {
+    fn from(e: BackfillError) -> Self {
         match e {
-            SyncError::Registry(e) => e.into(),
-            SyncError::Clerk(e) => ApiError::Upstream(e.to_string()),
+            BackfillError::Registry(e) => e.into(),
+            BackfillError::Clerk(e) => ApiError::Upstream(e.to_string()),
         }
     }
 }
@@ -35,11 +36,12 @@ fn clerk(state: &AppState) -> Result<&clerk_api::ClerkClient, ApiError> {
 /// Re-sync one organization and its memberships from Clerk.
 #[utoipa::path(
     post, path = "/internal/v1/sync/organizations/{clerk_org_id}", params(SyncQuery),
-    responses((status = 200, description = "the sync report"), (status = 401, body = api::ErrorBody),
+    responses((status = 200, body = api::BackfillReport), (status = 401, body = api::ErrorBody),
               (status = 502, body = api::ErrorBody), (status = 503, body = api::ErrorBody)),
     security(("service_token" = []))
 )]
 #[post("/internal/v1/sync/organizations/{clerk_org_id}")]
+#[tracing::instrument(name = "sync_organization", skip_all, fields(org_id = %org))]
 pub async fn sync_organization(
     _: ServiceCaller,
     state: web::Data<AppState>,
@@ -47,7 +49,9 @@ pub async fn sync_organization(
     query: web::Query<SyncQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let org = ClerkOrgId::parse(org.as_str()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-    let report = sync::sync_organization(state.pool(), clerk(&state)?, &org, query.prune).await?;
+    let report =
+        directory_sync::backfill_organization(state.pool(), clerk(&state)?, &org, query.prune)
+            .await?;
     Ok(HttpResponse::Ok().json(report))
 }
 
@@ -70,7 +74,7 @@ pub async fn sync_all(
     let pool = state.pool().clone();
     let prune = query.prune;
     tokio::spawn(async move {
-        if let Err(e) = sync::sync_all(&pool, &clerk, prune).await {
+        if let Err(e) = directory_sync::backfill_all(&pool, &clerk, prune).await {
             tracing::warn!(error = %e, "full sync failed");
         }
     });
@@ -88,5 +92,5 @@ pub async fn status(
     _: ServiceCaller,
     state: web::Data<AppState>,
 ) -> Result<web::Json<SyncStatus>, ApiError> {
-    Ok(web::Json(sync::status(state.pool()).await?))
+    Ok(web::Json(directory_sync::status(state.pool()).await?))
 }

@@ -68,8 +68,9 @@ async fn check_tenants_reports_stuck_failed_and_orphans() {
     let steady_db = app
         .registry_tenant(steady.org_id.as_str())
         .await
-        .db_name
-        .expect("provisioned");
+        .db_name()
+        .expect("provisioned")
+        .to_owned();
     let password = password_of(app.settings.database_url().unwrap()).to_owned();
 
     let (code, stdout, stderr) = check_app(&app).await;

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use registry::status::TenantStatus;
+use model::status::TenantStatus;
 
 use crate::helpers::{spawn_app, spawn_cli, spawn_worker, wait_for_stderr, wait_until, TestApp};
 
@@ -40,7 +40,7 @@ async fn a_worker_killed_at_any_step_is_repaired_by_the_next_one() {
         );
         restart_until(&app, org, TenantStatus::Active).await;
         let creds = app.credentials(org).await;
-        crate::helpers::connect_as(&creds, &creds.dbname)
+        crate::helpers::connect_as(&creds, creds.dbname.as_str())
             .await
             .unwrap_or_else(|e| panic!("after a kill at {step}: {e}"));
     }
@@ -49,7 +49,7 @@ async fn a_worker_killed_at_any_step_is_repaired_by_the_next_one() {
         let ids = app.create_org(&format!("doomed-{step}")).await;
         let org = ids.org_id.as_str();
         app.reconcile().await;
-        let role = app.registry_tenant(org).await.db_role.unwrap();
+        let role = app.registry_tenant(org).await.db_role().unwrap().to_owned();
         app.delete_org(&ids).await;
         kill_at(&app, step).await;
         restart_until(&app, org, TenantStatus::Deleted).await;

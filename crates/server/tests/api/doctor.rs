@@ -50,8 +50,9 @@ async fn doctor_reports_orphans_missing_stuck_and_failed_tenants() {
     let gone = app
         .registry_tenant(broken.org_id.as_str())
         .await
-        .db_name
-        .unwrap();
+        .db_name()
+        .unwrap()
+        .to_owned();
     app.client
         .batch_execute(&format!("DROP DATABASE \"{gone}\" WITH (FORCE)"))
         .await

@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use model::status::TenantStatus;
 use registry::hosts::{self, HostState, NewHost};
-use registry::status::TenantStatus;
 use registry::tenants::Action;
 
 use crate::helpers::{spawn_app_with, wait_until};

@@ -42,7 +42,7 @@ pub struct TestApp {
     pub env: Vec<(String, String)>,
     /// Tenant databases and roles of this test are dropped with it.
     pub prefix: PrefixGuard,
-    pub reconciler: std::sync::Arc<registry::reconciler::Reconciler>,
+    pub reconciler: std::sync::Arc<provisioner::reconciler::Reconciler>,
     /// Kept for the test's lifetime: dropping it drops the database.
     _db: TestDatabase,
     pub verifier: WebhookVerifier,
@@ -237,20 +237,22 @@ impl TestApp {
     /// The registry's view of a tenant, by Clerk organization id.
     pub async fn registry_tenant(&self, org_id: &str) -> registry::tenants::Tenant {
         let client = self.pool().get().await.expect("control connection");
-        registry::tenants::get(&client, registry::tenants::TenantKey::ClerkOrg(org_id))
-            .await
-            .expect("query tenant")
-            .unwrap_or_else(|| panic!("no tenant for {org_id}"))
+        registry::tenants::get(
+            &client,
+            registry::tenants::TenantKey::ClerkOrg(
+                &model::ClerkOrgId::parse(org_id).expect("an org id"),
+            ),
+        )
+        .await
+        .expect("query tenant")
+        .unwrap_or_else(|| panic!("no tenant for {org_id}"))
     }
 
     /// The tenant's own connection credentials, password decrypted.
     pub async fn credentials(&self, org_id: &str) -> registry::tenants::TenantCredentials {
         let tenant = self.registry_tenant(org_id).await;
-        let client = self.pool().get().await.expect("control connection");
         let cipher = self.settings.cipher().expect("crypto key");
-        registry::tenants::credentials(&client, &cipher, &tenant)
-            .await
-            .expect("credentials")
+        registry::tenants::credentials(&cipher, &tenant).expect("credentials")
     }
 
     /// Sends organization.created for a new organization; returns its ids.
@@ -330,7 +332,7 @@ pub async fn connect_as(
     config
         .host(&creds.host)
         .port(creds.port)
-        .user(&creds.role)
+        .user(creds.role.as_str())
         .password(&creds.password)
         .dbname(dbname)
         .connect_timeout(std::time::Duration::from_secs(5));

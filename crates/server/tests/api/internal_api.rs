@@ -102,7 +102,7 @@ async fn look_ups_and_actions_answer_json_and_unknown_ids_are_404() {
         assert_eq!(body["clerk_org_id"], ids.org_id.as_str());
         assert_eq!(body["status"], "active");
         assert_eq!(body["db_host"], "default");
-        assert_eq!(body["db_name"], t.db_name.clone().unwrap().as_str());
+        assert_eq!(body["db_name"], t.db_name().unwrap().to_owned().as_str());
         assert_eq!(body["template_version"], 1);
     }
     for path in [

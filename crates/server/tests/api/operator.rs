@@ -173,7 +173,7 @@ struct TemplateDir(PathBuf);
 
 impl TemplateDir {
     fn with_v2() -> Self {
-        let dir = std::env::temp_dir().join(format!("tp-fanout-{}", uuid::Uuid::new_v4()));
+        let dir = std::env::temp_dir().join(format!("tp-rollout-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("V1__initial_schema.sql"), V1).unwrap();
         std::fs::write(dir.join("V2__labels.sql"), V2).unwrap();
@@ -229,7 +229,7 @@ async fn v2_applications(app: &TestApp) -> Vec<i64> {
 }
 
 #[tokio::test]
-async fn fanout_migrates_thirty_tenants_reports_a_failure_and_resumes_after_a_kill() {
+async fn rollout_migrates_thirty_tenants_reports_a_failure_and_resumes_after_a_kill() {
     let app = spawn_app().await;
     let mut orgs = Vec::new();
     for i in 0..30 {
@@ -243,7 +243,7 @@ async fn fanout_migrates_thirty_tenants_reports_a_failure_and_resumes_after_a_ki
     // One tenant already has a `labels` table: V2 fails there.
     let broken = app.registry_tenant(orgs[7].org_id.as_str()).await;
     let mut config = app.db_config();
-    config.dbname(broken.db_name.as_deref().unwrap());
+    config.dbname(broken.db_name().unwrap());
     let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     client
@@ -256,11 +256,11 @@ async fn fanout_migrates_thirty_tenants_reports_a_failure_and_resumes_after_a_ki
     let mut child = spawn_cli(
         &app,
         &["tenants", "migrate", "--concurrency", "4"],
-        &[env[0], ("TENANT_PLANE_PAUSE_AT", "fanout_applied")],
+        &[env[0], ("TENANT_PLANE_PAUSE_AT", "rollout_applied")],
     );
     wait_for_stderr(
         &mut child,
-        "paused at step fanout_applied",
+        "paused at step rollout_applied",
         Duration::from_secs(90),
     )
     .await;
@@ -297,7 +297,7 @@ async fn fanout_migrates_thirty_tenants_reports_a_failure_and_resumes_after_a_ki
 
     // The tenant role can use the new table.
     let creds = app.credentials(orgs[0].org_id.as_str()).await;
-    crate::helpers::connect_as(&creds, &creds.dbname)
+    crate::helpers::connect_as(&creds, creds.dbname.as_str())
         .await
         .unwrap()
         .batch_execute("INSERT INTO labels (name) VALUES ('urgent')")

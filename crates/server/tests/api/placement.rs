@@ -1,7 +1,7 @@
 //! Placement across several PostgreSQL servers.
 
+use model::status::TenantStatus;
 use registry::hosts::{self, HostState, NewHost};
-use registry::status::TenantStatus;
 use tokio_postgres::Config;
 
 use crate::helpers::spawn_app_with;
@@ -49,7 +49,7 @@ async fn tenants_spread_by_free_capacity_and_a_draining_host_gets_none() {
         assert_eq!(t.status, TenantStatus::Active);
         // Each tenant reaches its own database on its own server.
         let creds = app.credentials(ids.org_id.as_str()).await;
-        crate::helpers::connect_as(&creds, &creds.dbname)
+        crate::helpers::connect_as(&creds, creds.dbname.as_str())
             .await
             .unwrap();
     }
@@ -61,7 +61,7 @@ async fn tenants_spread_by_free_capacity_and_a_draining_host_gets_none() {
         let ids = app.create_org(&format!("after drain {i}")).await;
         app.reconcile().await;
         let t = app.registry_tenant(ids.org_id.as_str()).await;
-        assert_eq!(t.db_host.as_deref(), Some("default"));
+        assert_eq!(t.db_host(), Some("default"));
     }
     assert_eq!((placed("default").await, placed("second").await), (4, 6));
 
@@ -69,7 +69,7 @@ async fn tenants_spread_by_free_capacity_and_a_draining_host_gets_none() {
     let ids = app.create_org("no room").await;
     app.reconcile().await;
     let t = app.registry_tenant(ids.org_id.as_str()).await;
-    assert_eq!(t.db_host, None);
+    assert_eq!(t.db_host(), None);
     assert!(t
         .last_error
         .unwrap()

@@ -1,7 +1,7 @@
 //! organization.created -> an isolated tenant database, and its lifecycle:
 //! suspension, deletion with retention, restore.
 
-use registry::status::TenantStatus;
+use model::status::TenantStatus;
 use registry::tenants::Action;
 
 use crate::helpers::{connect_as, spawn_app, spawn_app_with};
@@ -19,9 +19,9 @@ async fn organization_created_provisions_a_database_cloned_from_the_template() {
     let t = app.registry_tenant(ids.org_id.as_str()).await;
     assert_eq!(t.status, TenantStatus::Active);
     assert_eq!(t.template_version, Some(1));
-    assert_eq!(t.db_host.as_deref(), Some("default"));
-    let db = t.db_name.clone().unwrap();
-    let role = t.db_role.clone().unwrap();
+    assert_eq!(t.db_host(), Some("default"));
+    let db = t.db_name().unwrap().to_owned();
+    let role = t.db_role().unwrap().to_owned();
     assert!(db.starts_with(&app.prefix.prefix), "{db}");
     assert!(db.len() < 63);
 
@@ -110,7 +110,7 @@ async fn a_tenant_role_reaches_only_its_own_database() {
     let creds_b = app.credentials(b.org_id.as_str()).await;
     assert_ne!(creds_a.dbname, creds_b.dbname);
 
-    assert!(connect_as(&creds_a, &creds_a.dbname).await.is_ok());
+    assert!(connect_as(&creds_a, creds_a.dbname.as_str()).await.is_ok());
     let template = format!("{}template", app.prefix.prefix);
     let control = app
         .settings
@@ -134,10 +134,10 @@ async fn a_tenant_role_reaches_only_its_own_database() {
         );
     }
     // B's credentials against A's database, and a wrong password.
-    assert!(connect_as(&creds_b, &creds_a.dbname).await.is_err());
+    assert!(connect_as(&creds_b, creds_a.dbname.as_str()).await.is_err());
     let mut forged = creds_a.clone();
     forged.password = creds_b.password.clone();
-    let err = connect_as(&forged, &creds_a.dbname)
+    let err = connect_as(&forged, creds_a.dbname.as_str())
         .await
         .expect_err("wrong password refused");
     assert_eq!(err.code().map(|c| c.code()), Some("28P01"), "{err}");
@@ -176,7 +176,7 @@ async fn suspension_locks_the_role_out_and_ends_its_sessions() {
     let ids = app.create_org("Sus").await;
     app.reconcile().await;
     let creds = app.credentials(ids.org_id.as_str()).await;
-    let session = connect_as(&creds, &creds.dbname).await.unwrap();
+    let session = connect_as(&creds, creds.dbname.as_str()).await.unwrap();
 
     app.act(ids.org_id.as_str(), Action::Suspend).await;
     app.reconcile().await;
@@ -189,7 +189,7 @@ async fn suspension_locks_the_role_out_and_ends_its_sessions() {
         "open session was ended"
     );
     assert!(
-        connect_as(&creds, &creds.dbname).await.is_err(),
+        connect_as(&creds, creds.dbname.as_str()).await.is_err(),
         "no new logins"
     );
 
@@ -199,7 +199,7 @@ async fn suspension_locks_the_role_out_and_ends_its_sessions() {
         app.registry_tenant(ids.org_id.as_str()).await.status,
         TenantStatus::Active
     );
-    assert!(connect_as(&creds, &creds.dbname).await.is_ok());
+    assert!(connect_as(&creds, creds.dbname.as_str()).await.is_ok());
 }
 
 #[tokio::test]
@@ -208,7 +208,10 @@ async fn deletion_with_no_retention_drops_database_and_role() {
     let ids = app.create_org("Gone").await;
     app.reconcile().await;
     let t = app.registry_tenant(ids.org_id.as_str()).await;
-    let (db, role) = (t.db_name.unwrap(), t.db_role.unwrap());
+    let (db, role) = (
+        t.db_name().unwrap().to_owned(),
+        t.db_role().unwrap().to_owned(),
+    );
 
     app.delete_org(&ids).await;
     app.reconcile().await;
@@ -231,7 +234,7 @@ async fn deletion_within_retention_keeps_the_data_locked_and_restore_brings_it_b
     let ids = app.create_org("Kept").await;
     app.reconcile().await;
     let creds = app.credentials(ids.org_id.as_str()).await;
-    connect_as(&creds, &creds.dbname)
+    connect_as(&creds, creds.dbname.as_str())
         .await
         .unwrap()
         .batch_execute("INSERT INTO members (clerk_user_id) VALUES ('user_keep')")
@@ -245,11 +248,13 @@ async fn deletion_within_retention_keeps_the_data_locked_and_restore_brings_it_b
     let purge_after = t.purge_after.expect("purge time set");
     assert!(purge_after > chrono::Utc::now() + chrono::Duration::minutes(59));
     assert!(
-        app.prefixed_databases().await.contains(&creds.dbname),
+        app.prefixed_databases()
+            .await
+            .contains(&creds.dbname.as_str().to_owned()),
         "database kept"
     );
     assert!(
-        connect_as(&creds, &creds.dbname).await.is_err(),
+        connect_as(&creds, creds.dbname.as_str()).await.is_err(),
         "unreachable for the tenant"
     );
     assert_eq!(
@@ -263,7 +268,7 @@ async fn deletion_within_retention_keeps_the_data_locked_and_restore_brings_it_b
     let t = app.registry_tenant(ids.org_id.as_str()).await;
     assert_eq!(t.status, TenantStatus::Active);
     assert_eq!(t.purge_after, None);
-    let tenant = connect_as(&creds, &creds.dbname)
+    let tenant = connect_as(&creds, creds.dbname.as_str())
         .await
         .expect("reachable again");
     let n: i64 = tenant

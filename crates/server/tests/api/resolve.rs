@@ -97,8 +97,8 @@ async fn a_token_resolves_to_its_own_tenant_database_as_its_role_until_deletion(
             .query_one("SELECT current_database(), current_user", &[])
             .await
             .unwrap();
-        assert_eq!(row.get::<_, String>(0), t.db_name.unwrap());
-        assert_eq!(row.get::<_, String>(1), t.db_role.unwrap());
+        assert_eq!(row.get::<_, String>(0), t.db_name().unwrap().to_owned());
+        assert_eq!(row.get::<_, String>(1), t.db_role().unwrap().to_owned());
     }
     let ctx = resolver
         .resolve(&sign(&v2_claims(&issuer, a.org_id.as_str())))
@@ -309,7 +309,10 @@ async fn the_http_route_gives_the_library_verdict_for_every_token() {
         body["claims"]["user_id"],
         json!("user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr")
     );
-    assert_eq!(body["connection"]["database"], json!(t.db_name.unwrap()));
+    assert_eq!(
+        body["connection"]["database"],
+        json!(t.db_name().unwrap().to_owned())
+    );
     let creds = app.credentials(org).await;
     assert_eq!(body["connection"]["password"], json!(creds.password));
 
@@ -418,8 +421,8 @@ async fn the_extractor_hands_a_handler_its_tenant_connection() {
             .cookie(actix_web::cookie::Cookie::new("__session", token.clone())),
     ] {
         let body: Value = test::call_and_read_body_json(&service, req.to_request()).await;
-        assert_eq!(body["db"], json!(t.db_name.clone().unwrap()));
-        assert_eq!(body["role"], json!(t.db_role.clone().unwrap()));
+        assert_eq!(body["db"], json!(t.db_name().unwrap().to_owned()));
+        assert_eq!(body["role"], json!(t.db_role().unwrap().to_owned()));
         assert_eq!(body["tenant"], json!(t.id.to_string()));
     }
 

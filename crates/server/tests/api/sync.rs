@@ -229,7 +229,7 @@ async fn write_back_puts_the_tenant_id_into_the_organization_metadata_once() {
     .await;
     let client = app.settings.clerk_client().unwrap();
     assert_eq!(
-        tenant_plane::writeback::run_once(&app.pool(), &client)
+        directory_sync::writeback::run_once(&app.pool(), &client)
             .await
             .unwrap(),
         0,
@@ -237,13 +237,13 @@ async fn write_back_puts_the_tenant_id_into_the_organization_metadata_once() {
     );
     app.reconcile().await;
     assert_eq!(
-        tenant_plane::writeback::run_once(&app.pool(), &client)
+        directory_sync::writeback::run_once(&app.pool(), &client)
             .await
             .unwrap(),
         1
     );
     assert_eq!(
-        tenant_plane::writeback::run_once(&app.pool(), &client)
+        directory_sync::writeback::run_once(&app.pool(), &client)
             .await
             .unwrap(),
         0,

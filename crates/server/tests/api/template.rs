@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use futures::future::join_all;
-use registry::template::{self, Templates};
+use provisioner::template::{self, Templates};
 
 use crate::helpers::spawn_app;
 
@@ -41,13 +41,13 @@ mod tempdir {
 async fn sync_with(
     app: &crate::helpers::TestApp,
     dir: &Path,
-) -> Result<template::SyncReport, template::TemplateError> {
+) -> Result<template::TemplateReport, template::TemplateError> {
     let client = app.pool().get().await.unwrap();
     let host = registry::hosts::get(&client, "default")
         .await
         .unwrap()
         .unwrap();
-    template::sync(
+    template::build(
         &app.pool(),
         &tenant_plane::provisioning::host_connector(&app.settings).unwrap(),
         &host,
@@ -101,7 +101,7 @@ async fn a_template_migration_during_provisioning_never_breaks_a_clone() {
         let t = app.registry_tenant(ids.org_id.as_str()).await;
         assert_eq!(
             t.status,
-            registry::status::TenantStatus::Active,
+            model::status::TenantStatus::Active,
             "{:?}",
             t.last_error
         );
@@ -127,7 +127,7 @@ async fn a_template_migration_during_provisioning_never_breaks_a_clone() {
     let t = app.registry_tenant(ids.org_id.as_str()).await;
     assert_eq!(t.template_version, Some(2));
     let creds = app.credentials(ids.org_id.as_str()).await;
-    crate::helpers::connect_as(&creds, &creds.dbname)
+    crate::helpers::connect_as(&creds, creds.dbname.as_str())
         .await
         .unwrap()
         .batch_execute("INSERT INTO labels (name) VALUES ('urgent')")

@@ -93,6 +93,19 @@ impl PgIdent {
     }
 }
 
+/// Serialised bare (as stored in the registry), unlike `Display`.
+impl serde::Serialize for PgIdent {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl AsRef<str> for PgIdent {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for PgIdent {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&quote_ident(&self.0))

@@ -1,4 +1,4 @@
-//! Template fan-out: bringing existing tenant databases to the newest
+//! Template rollout: bringing existing tenant databases to the newest
 //! template version.
 //!
 //! Each tenant database carries its own refinery history (cloned from the
@@ -8,30 +8,27 @@
 //! migrations committed, and read back from the tenant's own history.
 
 use deadpool_postgres::Pool;
+use model::{ClerkOrgId, TenantId};
+use registry::hosts;
+use registry::tenants::{record_event, Tenant, TENANT_COLUMNS, TENANT_FROM};
+use registry::RegistryError;
 use serde::Serialize;
 use serde_json::json;
 
-use crate::hosts::{self, HostConnector, HostError};
-use crate::ids::TenantId;
-use crate::naming::PgIdent;
-use crate::template::{Templates, HISTORY_TABLE};
-use crate::tenants::{record_event, Tenant, TENANT_COLUMNS, TENANT_FROM};
-use crate::RegistryError;
+use crate::connector::{HostConnector, HostError};
+use crate::host_ops::{self, HostSqlError};
+use crate::template::Templates;
 
 #[derive(Debug, thiserror::Error)]
-pub enum FanoutError {
+pub enum RolloutError {
     #[error(transparent)]
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Host(#[from] HostError),
     #[error("migration failed: {0}")]
     Migrate(#[from] refinery::Error),
-    #[error("{step} failed: {}", crate::describe(.source))]
-    Sql {
-        step: &'static str,
-        #[source]
-        source: tokio_postgres::Error,
-    },
+    #[error(transparent)]
+    Sql(#[from] HostSqlError),
     #[error("tenant row is inconsistent: {0}")]
     Inconsistent(&'static str),
 }
@@ -40,7 +37,7 @@ pub enum FanoutError {
 #[derive(Debug, Clone, Serialize)]
 pub struct Migrated {
     pub tenant: TenantId,
-    pub clerk_org_id: String,
+    pub clerk_org_id: ClerkOrgId,
     pub from: i32,
     pub to: i32,
     pub applied: Vec<i32>,
@@ -62,10 +59,10 @@ pub async fn behind(
     let rows = client
         .query(&sql, &[&latest, &only.map(|t| t.as_uuid())])
         .await?;
-    Ok(rows.iter().map(Tenant::from_row).collect())
+    Tenant::from_rows(&rows)
 }
 
-/// The first half of a tenant's fan-out: applies its pending template
+/// The first half of a tenant's rollout: applies its pending template
 /// migrations and grants the tenant role the new objects. Nothing is recorded
 /// in the registry yet; [`record`] does that once this has committed.
 pub async fn apply(
@@ -73,51 +70,22 @@ pub async fn apply(
     connector: &HostConnector,
     templates: &Templates,
     tenant: &Tenant,
-) -> Result<Migrated, FanoutError> {
+) -> Result<Migrated, RolloutError> {
+    let p = tenant
+        .placement
+        .as_ref()
+        .ok_or(RolloutError::Inconsistent("active tenant without a host"))?;
     let client = control.get().await.map_err(RegistryError::from)?;
-    let host_id = tenant
-        .db_host_id
-        .ok_or(FanoutError::Inconsistent("active tenant without a host"))?;
-    let host = hosts::get_by_id(&client, host_id)
+    let host = hosts::get_by_id(&client, p.host_id)
         .await?
-        .ok_or(FanoutError::Inconsistent("db_host_id names no host"))?;
+        .ok_or(RolloutError::Inconsistent("db_host_id names no host"))?;
     drop(client);
-    let (db, role) = match (
-        tenant.db_name.as_deref().and_then(PgIdent::parse),
-        tenant.db_role.as_deref().and_then(PgIdent::parse),
-    ) {
-        (Some(db), Some(role)) => (db, role),
-        _ => return Err(FanoutError::Inconsistent("active tenant without names")),
-    };
-    let mut tenant_db = connector.connect(&host, db.as_str()).await?;
+    let mut tenant_db = connector.connect(&host, p.database.as_str()).await?;
     let applied = templates.migrate(&mut tenant_db).await?;
     // Objects created by the migrations belong to the admin; the tenant role
     // gets the same rights as on the objects it was cloned with.
-    tenant_db
-        .batch_execute(&format!(
-            "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};
-             GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role};
-             GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {role};"
-        ))
-        .await
-        .map_err(|source| FanoutError::Sql {
-            step: "grant new objects",
-            source,
-        })?;
-    let to: i32 = tenant_db
-        .query_one(
-            &format!(
-                "SELECT coalesce(max(version), 0) FROM {}",
-                crate::naming::quote_ident(HISTORY_TABLE)
-            ),
-            &[],
-        )
-        .await
-        .map_err(|source| FanoutError::Sql {
-            step: "read template version",
-            source,
-        })?
-        .get(0);
+    host_ops::grant_objects(&tenant_db, &p.role).await?;
+    let to = host_ops::template_version_of(&tenant_db).await?;
     Ok(Migrated {
         tenant: tenant.id,
         clerk_org_id: tenant.clerk_org_id.clone(),
@@ -139,7 +107,7 @@ pub async fn record(control: &Pool, tenant: &Tenant, m: &Migrated) -> Result<(),
     record_event(
         &client,
         tenant.id,
-        "fanout",
+        "rollout",
         "template_migrated",
         Some((tenant.status, tenant.desired_state)),
         (tenant.status, tenant.desired_state),

@@ -8,10 +8,12 @@ use deadpool_postgres::Pool;
 use serde::Serialize;
 use uuid::Uuid;
 
-use crate::hosts::{self, HostConnector};
-use crate::naming::TenantPrefix;
-use crate::template::{self, Templates};
-use crate::RegistryError;
+use model::TenantPrefix;
+use registry::hosts::{self, DbHost};
+use registry::{template_versions, RegistryError};
+
+use crate::connector::HostConnector;
+use crate::template::Templates;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -128,7 +130,7 @@ pub async fn diagnose(
     }
 
     for host in &all_hosts {
-        let version = template::host_version(&client, host).await?;
+        let version = template_versions::host_version(&client, host.id).await?;
         if version < latest {
             findings.push(Finding {
                 kind: FindingKind::TemplateSkew,
@@ -213,7 +215,7 @@ pub async fn diagnose(
     Ok(findings)
 }
 
-fn orphan(kind: FindingKind, host: &hosts::DbHost, name: &str) -> Finding {
+fn orphan(kind: FindingKind, host: &DbHost, name: &str) -> Finding {
     Finding {
         kind,
         host: Some(host.name.clone()),
@@ -223,7 +225,7 @@ fn orphan(kind: FindingKind, host: &hosts::DbHost, name: &str) -> Finding {
     }
 }
 
-fn missing(kind: FindingKind, host: &hosts::DbHost, row: &Row, name: &str) -> Finding {
+fn missing(kind: FindingKind, host: &DbHost, row: &Row, name: &str) -> Finding {
     Finding {
         kind,
         host: Some(host.name.clone()),

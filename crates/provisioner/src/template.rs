@@ -11,13 +11,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use deadpool_postgres::{Pool, Transaction};
+use deadpool_postgres::Pool;
+use model::{PgIdent, TenantPrefix};
 use refinery::Migration;
+use registry::hosts::DbHost;
+use registry::{template_versions, RegistryError};
 use tokio_postgres::Client;
 
-use crate::hosts::{DbHost, HostConnector, HostError};
-use crate::naming::{PgIdent, TenantPrefix};
-use crate::RegistryError;
+use crate::connector::{HostConnector, HostError};
 
 mod embedded {
     refinery::embed_migrations!("../../templates/tenant");
@@ -33,7 +34,7 @@ pub enum TemplateError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Host(#[from] HostError),
-    #[error("template database operation on host {host:?} failed: {}", crate::describe(.source))]
+    #[error("template database operation on host {host:?} failed: {}", registry::describe(.source))]
     Db {
         host: String,
         #[source]
@@ -123,7 +124,7 @@ impl Templates {
     }
 
     /// Applies pending migrations to an open connection (a tenant database,
-    /// for fan-out). Returns the versions applied.
+    /// for rollout). Returns the versions applied.
     pub async fn migrate(&self, client: &mut Client) -> Result<Vec<i32>, refinery::Error> {
         let report = self.runner().run_async(client).await?;
         Ok(report
@@ -134,27 +135,9 @@ impl Templates {
     }
 }
 
-/// The advisory-lock key guarding one host's template.
-fn lock_key(host: &DbHost) -> i64 {
-    // Two 32-bit halves of the host id are enough to tell hosts apart.
-    let bytes = host.id.as_u128();
-    (bytes as i64) ^ ((bytes >> 64) as i64) ^ 0x7470_6c61_6e65
-}
-
-/// Takes the shared side of the template lock for the rest of `tx`: clones
-/// of this host's template may proceed together, never during a migration.
-pub async fn lock_for_clone(tx: &Transaction<'_>, host: &DbHost) -> Result<(), RegistryError> {
-    tx.execute(
-        "SELECT pg_advisory_xact_lock_shared($1)",
-        &[&lock_key(host)],
-    )
-    .await?;
-    Ok(())
-}
-
-/// What a sync did on one host.
+/// What building the template did on one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SyncReport {
+pub struct TemplateReport {
     pub host: String,
     pub created: bool,
     pub applied: Vec<i32>,
@@ -170,19 +153,17 @@ fn db_err(host: &DbHost) -> impl Fn(tokio_postgres::Error) -> TemplateError + '_
 
 /// Creates the host's template database if missing and applies pending
 /// template migrations, recording them in `template_versions`.
-pub async fn sync(
+pub async fn build(
     control: &Pool,
     connector: &HostConnector,
     host: &DbHost,
     prefix: &TenantPrefix,
     templates: &Templates,
-) -> Result<SyncReport, TemplateError> {
+) -> Result<TemplateReport, TemplateError> {
     let template = prefix.template_ident();
     let mut control = control.get().await.map_err(RegistryError::from)?;
     let tx = control.transaction().await.map_err(RegistryError::from)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&lock_key(host)])
-        .await
-        .map_err(RegistryError::from)?;
+    template_versions::lock_for_migration(&tx, host.id).await?;
 
     let admin = connector.connect(host, "postgres").await?;
     let exists = admin
@@ -195,12 +176,7 @@ pub async fn sync(
         .is_some();
     if !exists {
         // The versions recorded for a template that no longer exists are void.
-        tx.execute(
-            "DELETE FROM template_versions WHERE db_host_id = $1",
-            &[&host.id],
-        )
-        .await
-        .map_err(RegistryError::from)?;
+        template_versions::forget(&tx, host.id).await?;
         // Separate statements: CREATE DATABASE cannot run in the implicit
         // transaction of a multi-statement batch.
         admin
@@ -215,16 +191,7 @@ pub async fn sync(
             .map_err(db_err(host))?;
     }
 
-    let recorded: BTreeMap<i32, String> = tx
-        .query(
-            "SELECT version, checksum FROM template_versions WHERE db_host_id = $1",
-            &[&host.id],
-        )
-        .await
-        .map_err(RegistryError::from)?
-        .iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect();
+    let recorded = template_versions::recorded(&tx, host.id).await?;
     let ours = templates.checksums();
     for (version, applied) in &recorded {
         if let Some((_, current)) = ours.get(version) {
@@ -244,17 +211,11 @@ pub async fn sync(
     if pending {
         applied = migrate_template(&admin, connector, host, &template, templates).await?;
         for (version, (name, checksum)) in &ours {
-            tx.execute(
-                "INSERT INTO template_versions (db_host_id, version, name, checksum)
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-                &[&host.id, version, name, checksum],
-            )
-            .await
-            .map_err(RegistryError::from)?;
+            template_versions::record(&tx, host.id, *version, name, checksum).await?;
         }
     }
     tx.commit().await.map_err(RegistryError::from)?;
-    Ok(SyncReport {
+    Ok(TemplateReport {
         host: host.name.clone(),
         created: !exists,
         applied,
@@ -324,18 +285,4 @@ async fn close_template(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(())
-}
-
-/// The template version recorded for a host (0 when none).
-pub async fn host_version(
-    client: &impl deadpool_postgres::GenericClient,
-    host: &DbHost,
-) -> Result<i32, RegistryError> {
-    Ok(client
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM template_versions WHERE db_host_id = $1",
-            &[&host.id],
-        )
-        .await?
-        .get(0))
 }

@@ -1,17 +1,50 @@
-//! The objects Clerk answers, reduced to what a directory sync uses. Fields
-//! not modelled here are ignored, so additions on Clerk's side never break
-//! decoding. Times are Unix milliseconds, as in the spec.
+//! Clerk's objects, as both its webhooks and its Backend API send them, reduced
+//! to what tenant-plane uses. Fields not modelled here are ignored, so
+//! additions on Clerk's side never break decoding. Times are Unix
+//! milliseconds, as in Clerk's spec.
+//!
+//! A webhook's `data` and a Backend API answer have the same shape, so one
+//! type serves both: the webhook intake and the directory sync write the same
+//! objects through the same directory functions.
 
-use registry::ids::{ClerkMembershipId, ClerkOrgId, ClerkUserId};
+use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Deserializer};
 use serde_json::Value;
 
-/// One page of a list endpoint: `{"data": [...], "total_count": N}`, where
-/// `total_count` counts every item, not only this page's.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct Page<T> {
-    pub data: Vec<T>,
-    pub total_count: u64,
+use crate::ids::{ClerkMembershipId, ClerkOrgId, ClerkUserId};
+
+/// A Unix time in milliseconds, as Clerk's `*_at` fields are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "i64")]
+pub struct Millis(DateTime<Utc>);
+
+impl TryFrom<i64> for Millis {
+    type Error = String;
+    fn try_from(ms: i64) -> Result<Self, String> {
+        Utc.timestamp_millis_opt(ms)
+            .single()
+            .map(Millis)
+            .ok_or_else(|| format!("timestamp {ms} is out of range"))
+    }
+}
+
+impl Millis {
+    pub fn time(self) -> DateTime<Utc> {
+        self.0
+    }
+}
+
+impl From<DateTime<Utc>> for Millis {
+    fn from(t: DateTime<Utc>) -> Self {
+        Millis(t)
+    }
+}
+
+/// What Clerk sends for a deleted object (`organization.deleted`,
+/// `user.deleted`): only its id.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Deleted<Id> {
+    pub id: Id,
 }
 
 /// An organization (`Organization` in the spec).
@@ -22,11 +55,31 @@ pub struct Organization {
     /// `null` or absent when the instance has slugs turned off.
     #[serde(default)]
     pub slug: Option<String>,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
     /// Always an object; `{}` when Clerk sends none.
     #[serde(default = "empty_object", deserialize_with = "object_or_empty")]
     pub public_metadata: Value,
+}
+
+impl Organization {
+    /// An organization as tenant-plane itself registers one (from the CLI,
+    /// or in tests): no metadata, created when last updated.
+    pub fn new(
+        id: ClerkOrgId,
+        name: String,
+        slug: Option<String>,
+        updated_at: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id,
+            name,
+            slug,
+            created_at: Millis(updated_at),
+            updated_at: Millis(updated_at),
+            public_metadata: empty_object(),
+        }
+    }
 }
 
 /// A user (`User` in the spec).
@@ -49,19 +102,18 @@ pub struct User {
     pub email_addresses: Vec<EmailAddress>,
     #[serde(default = "empty_object", deserialize_with = "object_or_empty")]
     pub public_metadata: Value,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
 }
 
 impl User {
     /// The address `primary_email_address_id` points at, if it is listed.
     pub fn primary_email(&self) -> Option<&str> {
-        registry::directory::primary_email(
-            self.primary_email_address_id.as_deref(),
-            self.email_addresses
-                .iter()
-                .map(|e| (e.id.as_str(), e.email_address.as_str())),
-        )
+        let primary = self.primary_email_address_id.as_deref()?;
+        self.email_addresses
+            .iter()
+            .find(|e| e.id == primary)
+            .map(|e| e.email_address.as_str())
     }
 }
 
@@ -84,8 +136,8 @@ pub struct OrganizationMembership {
     /// here; Clerk fills it in on the memberships list.
     #[serde(default)]
     pub public_user_data: Option<PublicUserData>,
-    pub created_at: i64,
-    pub updated_at: i64,
+    pub created_at: Millis,
+    pub updated_at: Millis,
 }
 
 impl OrganizationMembership {
@@ -168,7 +220,7 @@ mod tests {
         assert_eq!(org.id.as_str(), "org_2g7np7Hrk0SN6kj5EDMLDaKNL0S");
         assert_eq!(org.slug, None);
         assert_eq!(org.public_metadata, json!({}));
-        assert_eq!(org.updated_at, 1716883300000);
+        assert_eq!(org.updated_at.time().timestamp_millis(), 1716883300000);
     }
 
     #[test]
@@ -190,6 +242,13 @@ mod tests {
         .unwrap();
         assert_eq!(user.primary_email(), Some("ada@example.com"));
         assert_eq!(user.public_metadata, json!({}));
+
+        // The primary id must name a listed address; no id, no address.
+        let mut other = user.clone();
+        other.primary_email_address_id = Some("idn_3".into());
+        assert_eq!(other.primary_email(), None);
+        other.primary_email_address_id = None;
+        assert_eq!(other.primary_email(), None);
     }
 
     #[test]

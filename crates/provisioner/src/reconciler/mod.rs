@@ -1,0 +1,348 @@
+//! The provisioning reconciler: level-triggered, so it only ever compares a
+//! tenant's `status` with its `desired_state` and takes the next idempotent
+//! step towards it. A crash at any point is repaired by the next pass.
+//!
+//! A pass works on one tenant in two transactions on the control database:
+//! 1. *claim*: pick a tenant that needs work (`FOR UPDATE SKIP LOCKED`, so any
+//!    number of workers can run), mark the transitional status, place it on a
+//!    host and seal its password, and commit, so that everything created on a
+//!    host afterwards is already recorded;
+//! 2. *work*: lock the row again (skipping it if another worker holds it), do
+//!    the steps on the tenant's host, and commit the resulting status, or the
+//!    failure with a backoff.
+//!
+//! `ledger` holds the bookkeeping SQL, `worker` the loop that runs passes;
+//! the statements run on hosts are in `host_ops`.
+
+mod ledger;
+mod worker;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use deadpool_postgres::{Pool, Transaction};
+use model::{DesiredState, TenantId, TenantPrefix, TenantStatus};
+use registry::crypto::{random_password, CryptoError, PasswordCipher};
+use registry::hosts::{self, DbHost};
+use registry::tenants::{Placement, Tenant};
+use registry::{template_versions, RegistryError};
+
+pub use ledger::backoff;
+use ledger::{Progress, Retry};
+
+use crate::connector::{HostConnector, HostError};
+use crate::host_ops::{self, HostSqlError};
+use crate::template::{self, TemplateError, TemplateReport, Templates};
+
+#[derive(Debug, Clone)]
+pub struct ReconcilerSettings {
+    pub prefix: TenantPrefix,
+    /// How long a deleted tenant's database is kept before it is dropped.
+    pub retention: Duration,
+    /// Failed attempts before a tenant is marked `failed`.
+    pub max_attempts: i32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Test hook: stop (and wait to be killed) when this step is reached.
+    pub pause_at: Option<String>,
+}
+
+/// Why a step failed. Everything but `Control` is recorded on the tenant as
+/// an attempt; `Control` means the control database itself failed, so nothing
+/// can be recorded and the pass is abandoned.
+#[derive(Debug, thiserror::Error)]
+enum StepError {
+    #[error(transparent)]
+    Control(#[from] RegistryError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Sql(#[from] HostSqlError),
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    #[error("no db host is accepting tenants (all draining or full)")]
+    NoCapacity,
+    #[error("tenant row is inconsistent: {0}")]
+    Inconsistent(&'static str),
+}
+
+/// The result of one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pass {
+    /// Nothing needed work.
+    Idle,
+    /// Another worker holds the tenant that was claimed.
+    Contended,
+    /// A tenant was worked on; `status` is where it is now.
+    Worked {
+        tenant: TenantId,
+        status: TenantStatus,
+    },
+}
+
+pub struct Reconciler {
+    control: Pool,
+    connector: HostConnector,
+    cipher: PasswordCipher,
+    templates: Templates,
+    settings: ReconcilerSettings,
+}
+
+impl Reconciler {
+    pub fn new(
+        control: Pool,
+        connector: HostConnector,
+        cipher: PasswordCipher,
+        templates: Templates,
+        settings: ReconcilerSettings,
+    ) -> Self {
+        Self {
+            control,
+            connector,
+            cipher,
+            templates,
+            settings,
+        }
+    }
+
+    pub fn templates(&self) -> &Templates {
+        &self.templates
+    }
+
+    fn retry(&self) -> Retry {
+        Retry {
+            max_attempts: self.settings.max_attempts,
+            base: self.settings.backoff_base,
+            max: self.settings.backoff_max,
+        }
+    }
+
+    /// Creates or migrates the template on every host.
+    pub async fn build_templates(&self) -> Result<Vec<TemplateReport>, TemplateError> {
+        let client = self.control.get().await.map_err(RegistryError::from)?;
+        let all = hosts::list(&client).await?;
+        drop(client);
+        let mut reports = Vec::new();
+        for host in &all {
+            reports.push(self.build_template(host).await?);
+        }
+        Ok(reports)
+    }
+
+    async fn build_template(&self, host: &DbHost) -> Result<TemplateReport, TemplateError> {
+        template::build(
+            &self.control,
+            &self.connector,
+            host,
+            &self.settings.prefix,
+            &self.templates,
+        )
+        .await
+    }
+
+    /// Runs passes until none finds work. Tests use it to drain
+    /// deterministically; it returns the number of passes that did work.
+    pub async fn drain(&self) -> Result<usize, RegistryError> {
+        let mut worked = 0;
+        loop {
+            match self.run_once().await? {
+                Pass::Idle => return Ok(worked),
+                Pass::Contended => tokio::task::yield_now().await,
+                Pass::Worked { .. } => worked += 1,
+            }
+        }
+    }
+
+    /// Claims one tenant that needs work and takes it as far as it can go.
+    #[tracing::instrument(
+        name = "reconcile",
+        skip_all,
+        fields(tenant_id = tracing::field::Empty, org_id = tracing::field::Empty, desired = tracing::field::Empty)
+    )]
+    pub async fn run_once(&self) -> Result<Pass, RegistryError> {
+        let mut client = self.control.get().await?;
+
+        // Phase 1: claim.
+        let tx = client.transaction().await?;
+        let Some(tenant) = ledger::pick(&tx).await? else {
+            return Ok(Pass::Idle);
+        };
+        let span = tracing::Span::current();
+        span.record("tenant_id", tracing::field::display(tenant.id));
+        span.record("org_id", tenant.clerk_org_id.as_str());
+        span.record("desired", tenant.desired_state.as_str());
+        match self.claim(&tx, &tenant).await {
+            Ok(()) => {}
+            Err(StepError::Control(e)) => return Err(e),
+            Err(e) => {
+                let status =
+                    ledger::record_failure(&tx, &tenant, &e.to_string(), self.retry()).await?;
+                tx.commit().await?;
+                return Ok(Pass::Worked {
+                    tenant: tenant.id,
+                    status,
+                });
+            }
+        }
+        tx.commit().await?;
+        self.pause_at("claimed").await;
+
+        // Phase 2: work.
+        let tx = client.transaction().await?;
+        let Some(tenant) = ledger::relock(&tx, tenant.id).await? else {
+            return Ok(Pass::Contended);
+        };
+        let progress = match tenant.desired_state {
+            DesiredState::Active => self.make_active(&tx, &tenant).await,
+            DesiredState::Suspended => self.make_suspended(&tx, &tenant).await,
+            DesiredState::Deleted => self.make_deleted(&tx, &tenant).await,
+        };
+        let status = match progress {
+            Ok(progress) => ledger::record_progress(&tx, &tenant, progress).await?,
+            Err(StepError::Control(e)) => return Err(e),
+            Err(e) => ledger::record_failure(&tx, &tenant, &e.to_string(), self.retry()).await?,
+        };
+        tx.commit().await?;
+        Ok(Pass::Worked {
+            tenant: tenant.id,
+            status,
+        })
+    }
+
+    /// Marks the transitional status and, for an active goal, makes sure the
+    /// tenant has a host, names and a sealed password before anything exists
+    /// on a server.
+    #[tracing::instrument(name = "claim", skip_all)]
+    async fn claim(&self, tx: &Transaction<'_>, t: &Tenant) -> Result<(), StepError> {
+        let transitional = ledger::transitional(t.desired_state);
+        let mut host_id = t.placement.as_ref().map(|p| p.host_id);
+        let mut password = t.db_password_enc.clone();
+        if t.desired_state == DesiredState::Active {
+            if host_id.is_none() {
+                let host = hosts::place(tx).await?.ok_or(StepError::NoCapacity)?;
+                tracing::info!(host = %host.name, "placed tenant");
+                host_id = Some(host.id);
+            }
+            if password.is_none() {
+                password = Some(self.cipher.seal(&random_password()));
+            }
+        }
+        let name = host_id.map(|_| self.settings.prefix.tenant_ident(t.id));
+        ledger::record_claim(
+            tx,
+            t,
+            transitional,
+            host_id,
+            name.as_ref(),
+            password.as_deref(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// The tenant's host row, for a placed tenant.
+    async fn host_of(&self, tx: &Transaction<'_>, p: &Placement) -> Result<DbHost, StepError> {
+        hosts::get_by_id(tx, p.host_id)
+            .await?
+            .ok_or(StepError::Inconsistent("db_host_id names no host"))
+    }
+
+    #[tracing::instrument(name = "make_active", skip_all)]
+    async fn make_active(&self, tx: &Transaction<'_>, t: &Tenant) -> Result<Progress, StepError> {
+        let p = t.placement.as_ref().ok_or(StepError::Inconsistent(
+            "claimed for activation but not placed",
+        ))?;
+        let host = self.host_of(tx, p).await?;
+        let (db, role) = (&p.database, &p.role);
+        let sealed = t
+            .db_password_enc
+            .as_deref()
+            .ok_or(StepError::Inconsistent("no sealed password"))?;
+        let password = self.cipher.open(sealed)?;
+        let admin = self.connector.connect(&host, "postgres").await?;
+
+        let template = self.settings.prefix.template_ident();
+        if !host_ops::database_exists(&admin, &template).await? {
+            self.build_template(&host).await?;
+        }
+
+        host_ops::ensure_login_role(&admin, role, &password).await?;
+        self.pause_at("role").await;
+
+        if !host_ops::database_exists(&admin, db).await? {
+            template_versions::lock_for_clone(tx, host.id).await?;
+            host_ops::create_database(&admin, db, &template, role).await?;
+        }
+        self.pause_at("database").await;
+
+        host_ops::grant_database(&admin, db, role).await?;
+        let tenant_db = self.connector.connect(&host, db.as_str()).await?;
+        host_ops::grant_schema(&tenant_db, role).await?;
+        let version = host_ops::template_version_of(&tenant_db).await?;
+        self.pause_at("grants").await;
+
+        Ok(Progress::Reached {
+            status: TenantStatus::Active,
+            template_version: Some(version),
+        })
+    }
+
+    #[tracing::instrument(name = "make_suspended", skip_all)]
+    async fn make_suspended(
+        &self,
+        tx: &Transaction<'_>,
+        t: &Tenant,
+    ) -> Result<Progress, StepError> {
+        if let Some(p) = &t.placement {
+            let host = self.host_of(tx, p).await?;
+            let admin = self.connector.connect(&host, "postgres").await?;
+            host_ops::disable_role(&admin, &p.role).await?;
+        }
+        Ok(Progress::Reached {
+            status: TenantStatus::Suspended,
+            template_version: None,
+        })
+    }
+
+    #[tracing::instrument(name = "make_deleted", skip_all)]
+    async fn make_deleted(&self, tx: &Transaction<'_>, t: &Tenant) -> Result<Progress, StepError> {
+        let Some(p) = &t.placement else {
+            // Never placed: nothing exists anywhere.
+            return Ok(Progress::Reached {
+                status: TenantStatus::Deleted,
+                template_version: None,
+            });
+        };
+        let host = self.host_of(tx, p).await?;
+        let admin = self.connector.connect(&host, "postgres").await?;
+        host_ops::disable_role(&admin, &p.role).await?;
+        self.pause_at("disabled").await;
+
+        let purge_after = t.purge_after.unwrap_or_else(|| {
+            Utc::now()
+                + chrono::Duration::from_std(self.settings.retention)
+                    .unwrap_or(chrono::Duration::MAX)
+        });
+        if purge_after > Utc::now() {
+            return Ok(Progress::Retained { purge_after });
+        }
+        host_ops::drop_database(&admin, &p.database).await?;
+        self.pause_at("dropped_database").await;
+        host_ops::drop_role(&admin, &p.role).await?;
+        tracing::info!(db = p.database.as_str(), "dropped tenant database and role");
+        Ok(Progress::Reached {
+            status: TenantStatus::Deleted,
+            template_version: None,
+        })
+    }
+
+    async fn pause_at(&self, step: &str) {
+        if self.settings.pause_at.as_deref() == Some(step) {
+            eprintln!("tenant-plane: paused at step {step}");
+            tracing::warn!(step, "paused at a configured step; waiting to be killed");
+            std::future::pending::<()>().await;
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The worker loop: reconcile passes woken by NOTIFY on the registry and, as
+//! a backstop, by a poll.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use registry::listen::{self, Signal, WAKE_CHANNEL};
+use tokio::sync::{watch, Notify};
+
+use super::{Pass, Reconciler};
+
+impl Reconciler {
+    /// Runs workers until `shutdown` turns true: each takes tenants one at a
+    /// time, woken by NOTIFY on the registry and, as a backstop, every
+    /// `poll_interval`.
+    pub async fn run(
+        self: Arc<Self>,
+        concurrency: usize,
+        poll_interval: Duration,
+        listen: tokio_postgres::Config,
+        shutdown: watch::Receiver<bool>,
+    ) {
+        let wake = Arc::new(Notify::new());
+        let listener = {
+            let wake = wake.clone();
+            // Every signal wakes the workers: a notification, and (re)subscribing,
+            // since whatever changed while not listening deserves a pass now.
+            tokio::spawn(listen::listen(
+                listen,
+                &[WAKE_CHANNEL],
+                move |_: Signal<'_>| wake.notify_waiters(),
+                shutdown.clone(),
+            ))
+        };
+        let workers: Vec<_> = (0..concurrency.max(1))
+            .map(|n| {
+                let this = self.clone();
+                let wake = wake.clone();
+                let mut shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    while !*shutdown.borrow() {
+                        // Registered before the pass, so a NOTIFY that lands
+                        // while the pass finds nothing still wakes us.
+                        let notified = wake.notified();
+                        tokio::pin!(notified);
+                        notified.as_mut().enable();
+                        let idle = match this.run_once().await {
+                            Ok(Pass::Worked { .. }) => false,
+                            Ok(Pass::Idle | Pass::Contended) => true,
+                            Err(e) => {
+                                tracing::warn!(worker = n, error = %e, "reconciler pass failed");
+                                true
+                            }
+                        };
+                        if idle {
+                            tokio::select! {
+                                _ = &mut notified => {}
+                                _ = tokio::time::sleep(poll_interval) => {}
+                                // A dropped sender means stop, as `true` does.
+                                changed = shutdown.changed() => if changed.is_err() { break },
+                            }
+                        }
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            let _ = w.await;
+        }
+        listener.abort();
+    }
+}
