@@ -57,3 +57,21 @@ tp_redact_url() {
 	# shellcheck disable=SC2001 # a regex replacement is clearer with sed
 	sed -E 's#^([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@]*):[^@/]*@#\1:***@#' <<<"$1"
 }
+
+# tp_ensure_toolchain: rust-toolchain.toml names an exact version. A machine
+# whose rustup has that version only as "stable" would try to download it
+# again (and fail without network): link the installed one under that name.
+tp_ensure_toolchain() {
+	local pinned host
+	pinned=$(sed -n 's/^channel = "\(.*\)"$/\1/p' "$TP_REPO_ROOT/rust-toolchain.toml")
+	tp_have rustup || return 0
+	rustup toolchain list | grep -q "^$pinned" && return 0
+	if [[ $(RUSTUP_TOOLCHAIN=stable rustc --version 2>/dev/null) == "rustc $pinned "* ]]; then
+		host=$(RUSTUP_TOOLCHAIN=stable rustc -vV | sed -n 's/^host: //p')
+		tp_log "linking the installed stable toolchain as $pinned-$host (rust-toolchain.toml)"
+		ln -s "$(RUSTUP_TOOLCHAIN=stable rustc --print sysroot)" \
+			"${RUSTUP_HOME:-$HOME/.rustup}/toolchains/$pinned-$host"
+	else
+		tp_warn "rust-toolchain.toml pins $pinned, which rustup does not have; cargo will try to install it"
+	fi
+}

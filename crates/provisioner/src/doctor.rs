@@ -1,15 +1,16 @@
 //! Drift between the registry and the servers: what `tenant-plane doctor`
 //! reports. Read-only.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use serde::Serialize;
 use uuid::Uuid;
 
-use model::TenantPrefix;
+use model::{TenantPrefix, TenantStatus};
 use registry::hosts::{self, DbHost};
+use registry::tenants::{self, Placement, Tenant};
 use registry::{template_versions, RegistryError};
 
 use crate::connector::HostConnector;
@@ -45,18 +46,6 @@ pub struct Finding {
     pub detail: String,
 }
 
-/// A tenant row as the doctor needs it.
-struct Row {
-    id: Uuid,
-    host_id: Option<Uuid>,
-    db_name: Option<String>,
-    db_role: Option<String>,
-    status: String,
-    template_version: Option<i32>,
-    last_error: Option<String>,
-    stuck_for: Option<f64>,
-}
-
 pub async fn diagnose(
     control: &Pool,
     connector: &HostConnector,
@@ -66,61 +55,38 @@ pub async fn diagnose(
 ) -> Result<Vec<Finding>, RegistryError> {
     let client = control.get().await?;
     let all_hosts = hosts::list(&client).await?;
-    let rows: Vec<Row> = client
-        .query(
-            "SELECT id, db_host_id, db_name, db_role, status, template_version, last_error,
-                    CASE WHEN status IN ('pending', 'provisioning', 'suspending', 'deleting')
-                          AND NOT (status = 'deleting' AND purge_after > now())
-                          AND updated_at < now() - make_interval(secs => $1)
-                         THEN extract(epoch FROM now() - updated_at)::float8 END
-               FROM tenant_registry",
-            &[&stuck_after.as_secs_f64()],
-        )
-        .await?
-        .iter()
-        .map(|r| Row {
-            id: r.get(0),
-            host_id: r.get(1),
-            db_name: r.get(2),
-            db_role: r.get(3),
-            status: r.get(4),
-            template_version: r.get(5),
-            last_error: r.get(6),
-            stuck_for: r.get(7),
-        })
-        .collect();
-
+    let rows = tenants::with_stuck_time(&client, stuck_after).await?;
     let mut findings = Vec::new();
-    let host_names: HashMap<Uuid, String> =
-        all_hosts.iter().map(|h| (h.id, h.name.clone())).collect();
     let latest = templates.latest_version();
 
-    for row in &rows {
-        let host = row.host_id.and_then(|h| host_names.get(&h).cloned());
-        if let Some(secs) = row.stuck_for {
+    for (row, stuck_for) in &rows {
+        let host = row.db_host().map(str::to_owned);
+        let name = row.db_name().map(str::to_owned);
+        let id = Some(row.id.as_uuid());
+        if let Some(secs) = stuck_for {
             findings.push(Finding {
                 kind: FindingKind::Stuck,
                 host: host.clone(),
-                tenant_id: Some(row.id),
-                name: row.db_name.clone(),
+                tenant_id: id,
+                name: name.clone(),
                 detail: format!("{} for {:.0}s", row.status, secs),
             });
         }
-        if row.status == "failed" {
+        if row.status == TenantStatus::Failed {
             findings.push(Finding {
                 kind: FindingKind::Failed,
                 host: host.clone(),
-                tenant_id: Some(row.id),
-                name: row.db_name.clone(),
+                tenant_id: id,
+                name: name.clone(),
                 detail: row.last_error.clone().unwrap_or_default(),
             });
         }
-        if row.status == "active" && row.template_version.unwrap_or(0) < latest {
+        if row.status == TenantStatus::Active && row.template_version.unwrap_or(0) < latest {
             findings.push(Finding {
                 kind: FindingKind::TemplateSkew,
                 host,
-                tenant_id: Some(row.id),
-                name: row.db_name.clone(),
+                tenant_id: id,
+                name,
                 detail: format!(
                     "tenant at template v{}, newest is v{latest}",
                     row.template_version.unwrap_or(0)
@@ -174,14 +140,13 @@ pub async fn diagnose(
             continue;
         };
         // What the registry expects to exist on this host.
-        let live: Vec<&Row> = rows
+        let live: Vec<(&Tenant, &Placement)> = rows
             .iter()
-            .filter(|r| r.host_id == Some(host.id) && r.status != "deleted")
+            .filter_map(|(t, _)| Some((t, t.placement.as_ref()?)))
+            .filter(|(t, p)| p.host_id == host.id && t.status != TenantStatus::Deleted)
             .collect();
-        let expected_dbs: HashSet<&str> =
-            live.iter().filter_map(|r| r.db_name.as_deref()).collect();
-        let expected_roles: HashSet<&str> =
-            live.iter().filter_map(|r| r.db_role.as_deref()).collect();
+        let expected_dbs: HashSet<&str> = live.iter().map(|(_, p)| p.database.as_str()).collect();
+        let expected_roles: HashSet<&str> = live.iter().map(|(_, p)| p.role.as_str()).collect();
         let template_name = prefix.template_ident();
         for db in &databases {
             if prefix.owns_tenant_name(db)
@@ -196,19 +161,25 @@ pub async fn diagnose(
                 findings.push(orphan(FindingKind::OrphanRole, host, role));
             }
         }
-        for row in live
+        for (row, p) in live
             .iter()
-            .filter(|r| r.status == "active" || r.status == "suspended")
+            .filter(|(t, _)| matches!(t.status, TenantStatus::Active | TenantStatus::Suspended))
         {
-            if let Some(db) = &row.db_name {
-                if !databases.contains(db) {
-                    findings.push(missing(FindingKind::MissingDatabase, host, row, db));
-                }
+            if !databases.contains(p.database.as_str()) {
+                findings.push(missing(
+                    FindingKind::MissingDatabase,
+                    host,
+                    row,
+                    p.database.as_str(),
+                ));
             }
-            if let Some(role) = &row.db_role {
-                if !roles.contains(role) {
-                    findings.push(missing(FindingKind::MissingRole, host, row, role));
-                }
+            if !roles.contains(p.role.as_str()) {
+                findings.push(missing(
+                    FindingKind::MissingRole,
+                    host,
+                    row,
+                    p.role.as_str(),
+                ));
             }
         }
     }
@@ -225,11 +196,11 @@ fn orphan(kind: FindingKind, host: &DbHost, name: &str) -> Finding {
     }
 }
 
-fn missing(kind: FindingKind, host: &DbHost, row: &Row, name: &str) -> Finding {
+fn missing(kind: FindingKind, host: &DbHost, row: &Tenant, name: &str) -> Finding {
     Finding {
         kind,
         host: Some(host.name.clone()),
-        tenant_id: Some(row.id),
+        tenant_id: Some(row.id.as_uuid()),
         name: Some(name.to_owned()),
         detail: format!("tenant is {} but it does not exist", row.status),
     }

@@ -10,7 +10,7 @@
 use deadpool_postgres::Pool;
 use model::{ClerkOrgId, TenantId};
 use registry::hosts;
-use registry::tenants::{record_event, Tenant, TENANT_COLUMNS, TENANT_FROM};
+use registry::tenants::{self, Tenant};
 use registry::RegistryError;
 use serde::Serialize;
 use serde_json::json;
@@ -49,17 +49,7 @@ pub async fn behind(
     latest: i32,
     only: Option<TenantId>,
 ) -> Result<Vec<Tenant>, RegistryError> {
-    let client = control.get().await?;
-    let sql = format!(
-        "SELECT {TENANT_COLUMNS} FROM {TENANT_FROM}
-          WHERE t.status = 'active' AND coalesce(t.template_version, 0) < $1
-            AND ($2::uuid IS NULL OR t.id = $2)
-          ORDER BY t.id"
-    );
-    let rows = client
-        .query(&sql, &[&latest, &only.map(|t| t.as_uuid())])
-        .await?;
-    Tenant::from_rows(&rows)
+    tenants::behind_template(&control.get().await?, latest, only).await
 }
 
 /// The first half of a tenant's rollout: applies its pending template
@@ -98,13 +88,8 @@ pub async fn apply(
 /// The second half: records the version the tenant's own history shows.
 pub async fn record(control: &Pool, tenant: &Tenant, m: &Migrated) -> Result<(), RegistryError> {
     let client = control.get().await?;
-    client
-        .execute(
-            "UPDATE tenant_registry SET template_version = $2, updated_at = now() WHERE id = $1",
-            &[&tenant.id.as_uuid(), &m.to],
-        )
-        .await?;
-    record_event(
+    tenants::set_template_version(&client, tenant.id, m.to).await?;
+    tenants::record_event(
         &client,
         tenant.id,
         "rollout",

@@ -589,3 +589,61 @@ pub async fn mark_written_back(
     client.execute(sql, &[tenant.uuid_ref()]).await?;
     Ok(())
 }
+
+/// Every tenant, with how long it has sat in a transitional status past
+/// `stuck_after` (None when it is not stuck): what the doctor reads.
+pub async fn with_stuck_time(
+    client: &impl GenericClient,
+    stuck_after: std::time::Duration,
+) -> Result<Vec<(Tenant, Option<f64>)>, RegistryError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {TENANT_COLUMNS},
+                        CASE WHEN t.status IN ('pending', 'provisioning', 'suspending', 'deleting')
+                              AND NOT (t.status = 'deleting' AND t.purge_after > now())
+                              AND t.updated_at < now() - make_interval(secs => $1)
+                             THEN extract(epoch FROM now() - t.updated_at)::float8 END AS stuck_for
+                   FROM {TENANT_FROM} ORDER BY t.id"
+            ),
+            &[&stuck_after.as_secs_f64()],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| Ok((Tenant::from_row(r)?, r.get("stuck_for"))))
+        .collect()
+}
+
+/// Active tenants whose template version is behind `latest`, or just `only`
+/// (if it is behind), oldest first.
+pub async fn behind_template(
+    client: &impl GenericClient,
+    latest: i32,
+    only: Option<TenantId>,
+) -> Result<Vec<Tenant>, RegistryError> {
+    let sql = format!(
+        "SELECT {TENANT_COLUMNS} FROM {TENANT_FROM}
+          WHERE t.status = 'active' AND coalesce(t.template_version, 0) < $1
+            AND ($2::uuid IS NULL OR t.id = $2)
+          ORDER BY t.id"
+    );
+    let rows = client
+        .query(&sql, &[&latest, &only.map(|t| t.as_uuid())])
+        .await?;
+    Tenant::from_rows(&rows)
+}
+
+/// Records the template version a tenant's database now holds.
+pub async fn set_template_version(
+    client: &impl GenericClient,
+    tenant: TenantId,
+    version: i32,
+) -> Result<(), RegistryError> {
+    client
+        .execute(
+            "UPDATE tenant_registry SET template_version = $2, updated_at = now() WHERE id = $1",
+            &[tenant.uuid_ref(), &version],
+        )
+        .await?;
+    Ok(())
+}

@@ -1,11 +1,13 @@
 //! The one place where errors become HTTP responses: JSON `{error, message}`
-//! with a stable machine-readable `error` code. Internal failures get an
-//! opaque message; the detail goes to the log, once, here.
+//! (`api::ErrorBody`) with a stable machine-readable `error` code, for the
+//! handlers' own errors and for actix's extractor errors (bad JSON, query or
+//! path) and unknown routes alike. Internal failures get an opaque message;
+//! the detail goes to the log, once, here.
 
+use actix_web::error::JsonPayloadError;
 use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, ResponseError};
+use actix_web::{web, HttpResponse, ResponseError};
 use registry::RegistryError;
-use serde::Serialize;
 use webhooks::SignatureError;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,8 @@ pub enum ApiError {
     Upstream(String),
     #[error(transparent)]
     Resolve(#[from] resolver::ResolveError),
+    #[error("not ready: {0}")]
+    NotReady(String),
     #[error("the control-plane database is unavailable; retry later")]
     Unavailable(#[source] RegistryError),
     #[error("internal error")]
@@ -44,12 +48,6 @@ impl From<RegistryError> for ApiError {
             ApiError::Internal(e.into())
         }
     }
-}
-
-#[derive(Serialize)]
-pub struct ErrorBody<'a> {
-    pub error: &'a str,
-    pub message: String,
 }
 
 impl From<registry::tenants::ActionError> for ApiError {
@@ -76,6 +74,7 @@ impl ApiError {
             ApiError::Signature(_) => "invalid_signature",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::BadBody(_) => "bad_request",
+            ApiError::NotReady(_) => "not_ready",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
         }
@@ -95,7 +94,7 @@ impl ResponseError for ApiError {
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::NotReady(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -115,9 +114,32 @@ impl ResponseError for ApiError {
         if let Some(secs) = retry_after {
             response.insert_header(("Retry-After", secs.to_string()));
         }
-        response.json(ErrorBody {
-            error: self.code(),
-            message: self.to_string(),
-        })
+        response.json(api::ErrorBody::new(self.code(), self.to_string()))
     }
+}
+
+/// Turns actix's extractor errors into [`ApiError`]s, so a malformed JSON
+/// body, query string or path segment gets the same JSON body as any other
+/// refusal instead of actix's plain text.
+pub fn extractor_configs() -> (web::JsonConfig, web::QueryConfig, web::PathConfig) {
+    let json = web::JsonConfig::default().error_handler(|e, _| {
+        match e {
+            JsonPayloadError::Overflow { limit }
+            | JsonPayloadError::OverflowKnownLength { limit, .. } => {
+                ApiError::PayloadTooLarge { limit }
+            }
+            other => ApiError::BadRequest(format!("invalid JSON body: {other}")),
+        }
+        .into()
+    });
+    let query = web::QueryConfig::default()
+        .error_handler(|e, _| ApiError::BadRequest(format!("invalid query string: {e}")).into());
+    let path = web::PathConfig::default()
+        .error_handler(|e, _| ApiError::BadRequest(format!("invalid path: {e}")).into());
+    (json, query, path)
+}
+
+/// Every request no route matches.
+pub async fn no_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("no such route"))
 }

@@ -100,15 +100,20 @@ impl Application {
             expose_passwords: settings.internal.expose_passwords,
         });
         let server = HttpServer::new(move || {
+            let (json, query, path) = crate::error::extractor_configs();
             App::new()
                 .wrap(from_fn(echo_request_id))
                 .wrap(TracingLogger::default())
                 .app_data(state.clone())
+                .app_data(json)
+                .app_data(query)
+                .app_data(path)
                 .service(routes::webhooks::clerk_webhook)
                 .service(routes::health::healthz)
                 .service(routes::health::readyz)
                 .service(routes::health::metrics_route)
                 .configure(routes::internal::configure)
+                .default_service(web::to(crate::error::no_route))
         })
         .listen(listener)?
         .run();

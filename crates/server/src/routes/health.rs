@@ -3,6 +3,7 @@
 use actix_web::{get, web, HttpResponse};
 use serde_json::json;
 
+use crate::error::ApiError;
 use crate::startup::AppState;
 
 /// Alive: the process answers. Never touches the database, so a database
@@ -17,18 +18,16 @@ pub async fn healthz() -> HttpResponse {
 /// expects.
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
 #[get("/readyz")]
-pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let verdict = match state.pool().get().await {
-        Err(e) => Err(format!("control-plane database unavailable: {e}")),
-        Ok(client) => registry::schema::check(&client)
-            .await
-            .map_err(|e| e.to_string()),
-    };
-    match verdict {
-        Ok(()) => HttpResponse::Ok().json(json!({ "status": "ready" })),
-        Err(message) => HttpResponse::ServiceUnavailable()
-            .json(json!({ "error": "not_ready", "message": message })),
-    }
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    let client = state
+        .pool()
+        .get()
+        .await
+        .map_err(|e| ApiError::NotReady(format!("control-plane database unavailable: {e}")))?;
+    registry::schema::check(&client)
+        .await
+        .map_err(|e| ApiError::NotReady(e.to_string()))?;
+    Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
 }
 
 /// Prometheus metrics. Gauges that describe state (tenants by status,
@@ -37,18 +36,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 #[get("/metrics")]
 pub async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
     if let Ok(client) = state.pool().get().await {
-        if let Ok(rows) = client
-            .query(
-                "SELECT status, count(*) FROM tenant_registry GROUP BY status",
-                &[],
-            )
-            .await
-        {
-            for status in model::status::TenantStatus::ALL {
-                let n = rows
-                    .iter()
-                    .find(|r| r.get::<_, &str>(0) == status.as_str())
-                    .map_or(0, |r| r.get::<_, i64>(1));
+        if let Ok(counts) = registry::tenants::count_by_status(&client).await {
+            for (status, n) in counts {
                 metrics::gauge!("tenant_plane_tenants", "status" => status.as_str()).set(n as f64);
             }
         }

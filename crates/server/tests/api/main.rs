@@ -6,6 +6,7 @@ mod check_tenants;
 mod cli;
 mod crash;
 mod doctor;
+mod errors;
 mod failures;
 mod fake_clerk;
 mod helpers;
