@@ -1,15 +1,12 @@
 //! The client against a local fake of Clerk's Backend API that follows the
-//! spec's shapes (see support/fake_clerk.rs).
-
-#[path = "support/fake_clerk.rs"]
-mod fake_clerk;
+//! spec's shapes (testkit's `fake_clerk`).
 
 use std::time::Duration;
 
-use fake_clerk::{FakeClerk, Logged};
 use model::ids::{ClerkOrgId, ClerkUserId};
 use serde_json::json;
 use tenant_plane_clerk_api::{ClerkClient, ClerkConfig, ClerkError};
+use testkit::fake_clerk::{FakeClerk, Logged};
 
 const SECRET: &str = "sk_test_fakeClerkSecret0123456789abcdef";
 

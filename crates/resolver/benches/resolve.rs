@@ -12,8 +12,8 @@
 //! directory and provisioned by the registry's reconciler (their own
 //! databases and LOGIN roles, under a test prefix dropped at the end), and a
 //! [`Resolver`] verifying RS256 session tokens with the PEM key of
-//! `tests/fixtures/rsa-a.pub.pem`. Tokens are minted with `rsa-a.key.pem` in
-//! Clerk's v2 shape, valid for an hour.
+//! testkit's `fixtures/rsa-a.pub.pem`. Tokens are minted by `testkit::jwt`
+//! with `rsa-a.key.pem` in Clerk's v2 shape, valid for an hour.
 //!
 //! Two criterion groups, each holding the resolver figures and the baselines
 //! they are compared with:
@@ -48,7 +48,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::Context;
 use criterion::{BatchSize, Criterion};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use model::clerk::Organization;
 use model::ids::{ClerkOrgId, TenantId};
 use model::naming::TenantPrefix;
@@ -61,13 +61,13 @@ use registry::directory;
 use registry::hosts::{self, NewHost};
 use registry::pool::PoolOptions;
 use registry::tenants::{self, TenantCredentials, TenantKey};
-use serde_json::{json, Value};
+use serde_json::Value;
 use tenant_plane_resolver::clock::SystemClock;
 use tenant_plane_resolver::jwks::KeySource;
 use tenant_plane_resolver::pools::PoolLimits;
 use tenant_plane_resolver::token::VerifierConfig;
 use tenant_plane_resolver::{Resolver, ResolverConfig};
-use testkit::{PrefixGuard, TestDatabase};
+use testkit::{jwt, PrefixGuard, TestDatabase};
 use tokio::runtime::Runtime;
 use tokio_postgres::config::Host;
 
@@ -79,8 +79,6 @@ const DISTINCT_TOKENS: usize = 1000;
 
 /// Any fixed issuer: with a PEM key nothing is fetched from it.
 const ISSUER: &str = "https://clerk.bench.example.com";
-
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
 
 /// Where testkit looks for the PostgreSQL admin URL.
 const DATABASE_URL_VARS: [&str; 2] = [
@@ -223,7 +221,7 @@ impl Fixture {
         let first_credentials = tenants::credentials(&cipher, &ids[0])?;
         drop(client);
 
-        let pem = std::fs::read_to_string(format!("{FIXTURES}/rsa-a.pub.pem"))?;
+        let pem = jwt::public_pem("rsa-a");
         let resolver = Resolver::new(
             ResolverConfig {
                 token: VerifierConfig::new(ISSUER, KeySource::Pem(pem.clone())),
@@ -235,16 +233,10 @@ impl Fixture {
             Arc::new(SystemClock),
         )?;
 
-        let signing = EncodingKey::from_rsa_pem(
-            std::fs::read_to_string(format!("{FIXTURES}/rsa-a.key.pem"))?.as_bytes(),
-        )?;
-        let tokens = orgs
-            .iter()
-            .map(|org| mint(&signing, org.as_str(), 0))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let many_tokens = (0..DISTINCT_TOKENS)
-            .map(|i| mint(&signing, orgs[i % orgs.len()].as_str(), i))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let tokens: Vec<String> = orgs.iter().map(|org| mint(org.as_str(), 0)).collect();
+        let many_tokens: Vec<String> = (0..DISTINCT_TOKENS)
+            .map(|i| mint(orgs[i % orgs.len()].as_str(), i))
+            .collect();
 
         // Every token resolves, and to a connection as the tenant's role.
         for (token, tenant) in tokens.iter().zip(&ids) {
@@ -278,19 +270,15 @@ fn random_key() -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// A Clerk v2 session token for `org`, the `n`th user and session.
-fn mint(key: &EncodingKey, org: &str, n: usize) -> anyhow::Result<String> {
-    let now = chrono::Utc::now().timestamp();
-    let claims = json!({
-        "v": 2, "iss": ISSUER, "sub": format!("user_bench{n:06}"),
-        "sid": format!("sess_bench{n:06}"), "azp": "https://app.example.com",
-        "iat": now, "nbf": now - 10, "exp": now + 3600,
-        "fea": "o:projects",
-        "o": {"id": org, "rol": "admin", "slg": "acme", "per": "read,manage", "fpm": "3"}
-    });
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = Some("test-key-a".into());
-    Ok(jsonwebtoken::encode(&header, &claims, key)?)
+/// A Clerk v2 session token for `org`, the `n`th user and session, valid
+/// for an hour.
+fn mint(org: &str, n: usize) -> String {
+    let now = jwt::now();
+    let mut session = jwt::Session::new(ISSUER, org, now);
+    session.user_id = format!("user_bench{n:06}");
+    session.session_id = format!("sess_bench{n:06}");
+    session.expires_at = now + 3600;
+    jwt::sign(&session.v2())
 }
 
 /// A tokio-postgres config that logs in as the tenant's role.

@@ -1,10 +1,6 @@
-//! Session token verification against real RSA keys (tests/fixtures), keys
-//! served by a local JWKS server or given as PEM, and Clerk's own vectors.
-
-#[path = "support/jwks_server.rs"]
-mod jwks_server;
-#[path = "support/jwt.rs"]
-mod jwt;
+//! Session token verification against real RSA keys (testkit's fixtures),
+//! keys served by testkit's fake Clerk or given as PEM, and Clerk's own
+//! vectors.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,8 +15,8 @@ use tenant_plane_resolver::token::{
     TokenConfigError, TokenError, TokenVerifier, VerifiedSession, VerifierConfig,
 };
 
-use jwks_server::{jwk_set, JwksServer};
-use jwt::*;
+use testkit::jwt::*;
+use testkit::FakeClerk;
 
 const TENANT_CLAIM: &str = "tenant_id";
 
@@ -35,9 +31,9 @@ fn config(keys: KeySource) -> VerifierConfig {
     }
 }
 
-fn jwks(server: &JwksServer, min_refetch_interval: Duration) -> KeySource {
+fn jwks(server: &FakeClerk, min_refetch_interval: Duration) -> KeySource {
     KeySource::Jwks {
-        url: server.url(),
+        url: server.jwks_url(),
         min_refetch_interval,
     }
 }
@@ -78,7 +74,7 @@ fn assert_not_echoed(token: &str, error: &TokenError) {
 
 #[tokio::test]
 async fn every_rule_has_its_own_error() {
-    let server = JwksServer::start(jwk_set(&[&jwk("rsa-a")])).await;
+    let server = FakeClerk::serving_jwks(jwk_set(&[&jwk("rsa-a")])).await;
     let verifier = verifier(config(jwks(&server, Duration::from_secs(60))));
     let v1 = v1_claims;
     let v2 = v2_claims;
@@ -95,7 +91,7 @@ async fn every_rule_has_its_own_error() {
         let mut h = Header::new(Algorithm::RS256);
         h.kid = Some(KID_A.into());
         h.typ = Some("at+jwt".into());
-        let key = EncodingKey::from_rsa_pem(fixture("rsa-a.key.pem").as_bytes()).unwrap();
+        let key = encoding_key("rsa-a");
         jsonwebtoken::encode(&h, &v2(), &key).unwrap()
     };
     let alg_none = format!("{}.{}.", b64_json(&header("none")), b64_json(&v2()));
@@ -622,7 +618,7 @@ async fn keys_never_print() {
     assert!(!shown.contains(body), "{shown}");
     assert!(shown.contains("redacted"), "{shown}");
 
-    let server = JwksServer::start(jwk_set(&[&jwk("rsa-a")])).await;
+    let server = FakeClerk::serving_jwks(jwk_set(&[&jwk("rsa-a")])).await;
     let verifier = self::verifier(self::config(jwks(&server, Duration::from_secs(60))));
     verifier.verify(&rs256(&v2_claims())).await.unwrap();
     let n: Value = serde_json::from_str(&jwk("rsa-a")).unwrap();
@@ -646,7 +642,7 @@ mod clerk {
 
 #[tokio::test]
 async fn clerks_vectors() {
-    let server = JwksServer::start(jwk_set(&[clerk::JWK])).await;
+    let server = FakeClerk::serving_jwks(jwk_set(&[clerk::JWK])).await;
     let config = VerifierConfig {
         authorized_parties: vec![clerk::AZP.into()],
         tenant_claim: None,
@@ -675,53 +671,53 @@ async fn clerks_vectors() {
         verifier.verify(clerk::INVALID_SIGNATURE_JWT).await,
         Err(TokenError::Signature)
     );
-    assert_eq!(server.requests(), 1);
+    assert_eq!(server.jwks_requests(), 1);
 }
 
 // ---- JWKS: caching, rotation, rate limit, failures ----
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn jwks_is_fetched_lazily_once_and_concurrent_fetches_coalesce() {
-    let server = JwksServer::start(jwk_set(&[&jwk("rsa-a")])).await;
+    let server = FakeClerk::serving_jwks(jwk_set(&[&jwk("rsa-a")])).await;
     let verifier = verifier(config(jwks(&server, Duration::from_secs(60))));
-    assert_eq!(server.requests(), 0, "fetched before first use");
+    assert_eq!(server.jwks_requests(), 0, "fetched before first use");
 
     let token = rs256(&v2_claims());
     let results = futures::future::join_all((0..50).map(|_| verifier.verify(&token))).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
-    assert_eq!(server.requests(), 1);
+    assert_eq!(server.jwks_requests(), 1);
 
     for _ in 0..10 {
         verifier.verify(&token).await.unwrap();
     }
-    assert_eq!(server.requests(), 1, "the cache was not used");
+    assert_eq!(server.jwks_requests(), 1, "the cache was not used");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rotated_key_verifies_without_restarting() {
-    let server = JwksServer::start(jwk_set(&[&jwk("rsa-a")])).await;
+    let server = FakeClerk::serving_jwks(jwk_set(&[&jwk("rsa-a")])).await;
     let verifier = verifier(config(jwks(&server, Duration::ZERO)));
     let token_a = rs256(&v2_claims());
     let token_b = mint(Algorithm::RS256, Some(KID_B), "rsa-b", &v2_claims());
 
     verifier.verify(&token_a).await.unwrap();
     assert_eq!(verifier.verify(&token_b).await, Err(TokenError::UnknownKey));
-    assert_eq!(server.requests(), 2);
+    assert_eq!(server.jwks_requests(), 2);
 
     // Clerk publishes the new key next to the old one.
-    server.serve(jwk_set(&[&jwk("rsa-a"), &jwk("rsa-b")]));
+    server.serve_jwks(jwk_set(&[&jwk("rsa-a"), &jwk("rsa-b")]));
     let results = futures::future::join_all((0..50).map(|_| verifier.verify(&token_b))).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(
-        server.requests(),
+        server.jwks_requests(),
         3,
         "concurrent refetches did not coalesce"
     );
     verifier.verify(&token_a).await.unwrap();
-    assert_eq!(server.requests(), 3);
+    assert_eq!(server.jwks_requests(), 3);
 
     // The old key withdrawn: once the JWKS is refetched, it no longer verifies.
-    server.serve(jwk_set(&[&jwk("rsa-b")]));
+    server.serve_jwks(jwk_set(&[&jwk("rsa-b")]));
     let unknown = mint(Algorithm::RS256, Some("ins_other"), "rsa-a", &v2_claims());
     assert_eq!(verifier.verify(&unknown).await, Err(TokenError::UnknownKey));
     assert_eq!(verifier.verify(&token_a).await, Err(TokenError::UnknownKey));
@@ -731,10 +727,10 @@ async fn rotated_key_verifies_without_restarting() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unknown_kids_refetch_at_most_once_per_interval() {
     let interval = Duration::from_millis(200);
-    let server = JwksServer::start(jwk_set(&[&jwk("rsa-a")])).await;
+    let server = FakeClerk::serving_jwks(jwk_set(&[&jwk("rsa-a")])).await;
     let verifier = verifier(config(jwks(&server, interval)));
     verifier.verify(&rs256(&v2_claims())).await.unwrap();
-    assert_eq!(server.requests(), 1);
+    assert_eq!(server.jwks_requests(), 1);
 
     let random_kid_tokens = |n: usize| -> Vec<String> {
         (0..n)
@@ -748,7 +744,7 @@ async fn unknown_kids_refetch_at_most_once_per_interval() {
     // Each burst: at most one fetch per interval it spans (in practice a
     // burst takes a few milliseconds, so at most one).
     for round in 0..2 {
-        let before = server.requests();
+        let before = server.jwks_requests();
         let tokens = random_kid_tokens(100);
         let started = Instant::now();
         let results = futures::future::join_all(tokens.iter().map(|t| verifier.verify(t))).await;
@@ -757,7 +753,7 @@ async fn unknown_kids_refetch_at_most_once_per_interval() {
             results.iter().all(|r| r == &Err(TokenError::UnknownKey)),
             "{results:?}"
         );
-        let extra = server.requests() - before;
+        let extra = server.jwks_requests() - before;
         assert!(
             extra <= spans,
             "round {round}: {extra} fetches for 100 unknown kids"
@@ -765,11 +761,11 @@ async fn unknown_kids_refetch_at_most_once_per_interval() {
 
         // After the interval a new fetch is allowed again.
         tokio::time::sleep(interval + Duration::from_millis(50)).await;
-        let before = server.requests();
+        let before = server.jwks_requests();
         let token = &random_kid_tokens(1)[0];
         assert_eq!(verifier.verify(token).await, Err(TokenError::UnknownKey));
         assert_eq!(
-            server.requests(),
+            server.jwks_requests(),
             before + 1,
             "round {round}: no refetch after the interval"
         );
@@ -781,8 +777,8 @@ async fn unknown_kids_refetch_at_most_once_per_interval() {
 
 #[tokio::test]
 async fn jwks_failures_are_keys_unavailable_and_rate_limited() {
-    let server = JwksServer::start(jwk_set(&[&jwk("rsa-a")])).await;
-    server.fail_with(500);
+    let server = FakeClerk::serving_jwks(jwk_set(&[&jwk("rsa-a")])).await;
+    server.fail_jwks_with(500);
     let verifier = verifier(config(jwks(&server, Duration::from_secs(60))));
     let token = rs256(&v2_claims());
 
@@ -791,32 +787,32 @@ async fn jwks_failures_are_keys_unavailable_and_rate_limited() {
     assert!(matches!(&err, TokenError::KeysUnavailable { detail } if detail.contains("500")));
     let err = verifier.verify(&token).await.unwrap_err();
     assert_eq!(err.code(), "token_keys_unavailable");
-    assert_eq!(server.requests(), 1, "a failing JWKS was hammered");
+    assert_eq!(server.jwks_requests(), 1, "a failing JWKS was hammered");
 }
 
 #[tokio::test]
 async fn jwks_recovers_after_the_interval() {
     let interval = Duration::from_millis(200);
-    let server = JwksServer::start("not json").await;
+    let server = FakeClerk::serving_jwks("not json").await;
     let verifier = verifier(config(jwks(&server, interval)));
     let token = rs256(&v2_claims());
     let err = verifier.verify(&token).await.unwrap_err();
     assert_eq!(err.code(), "token_keys_unavailable");
 
-    server.serve(jwk_set(&[&jwk("rsa-a")]));
+    server.serve_jwks(jwk_set(&[&jwk("rsa-a")]));
     tokio::time::sleep(interval + Duration::from_millis(50)).await;
     verifier.verify(&token).await.unwrap();
-    assert_eq!(server.requests(), 2);
+    assert_eq!(server.jwks_requests(), 2);
 }
 
 #[tokio::test]
 async fn cached_keys_keep_working_while_the_jwks_is_down() {
-    let server = JwksServer::start(jwk_set(&[&jwk("rsa-a")])).await;
+    let server = FakeClerk::serving_jwks(jwk_set(&[&jwk("rsa-a")])).await;
     let verifier = verifier(config(jwks(&server, Duration::ZERO)));
     let token_a = rs256(&v2_claims());
     verifier.verify(&token_a).await.unwrap();
 
-    server.fail_with(503);
+    server.fail_jwks_with(503);
     let token_b = mint(Algorithm::RS256, Some(KID_B), "rsa-b", &v2_claims());
     let err = verifier.verify(&token_b).await.unwrap_err();
     assert_eq!(err.code(), "token_keys_unavailable");
@@ -847,7 +843,7 @@ async fn jwks_without_usable_keys_knows_no_kid() {
         {"kty":"EC","kid":"test-key-a","crv":"P-256","x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"},
         {"kty":"oct","kid":"test-key-a","k":"c2VjcmV0"}
     ]}"#;
-    let server = JwksServer::start(body).await;
+    let server = FakeClerk::serving_jwks(body).await;
     let verifier = verifier(config(jwks(&server, Duration::from_secs(60))));
     assert_eq!(
         verifier.verify(&rs256(&v2_claims())).await,
@@ -856,7 +852,7 @@ async fn jwks_without_usable_keys_knows_no_kid() {
     // An "enc" RSA key is not a signing key.
     let mut enc: Value = serde_json::from_str(&jwk("rsa-a")).unwrap();
     enc["use"] = json!("enc");
-    let server = JwksServer::start(jwk_set(&[&enc.to_string()])).await;
+    let server = FakeClerk::serving_jwks(jwk_set(&[&enc.to_string()])).await;
     let verifier = self::verifier(config(jwks(&server, Duration::from_secs(60))));
     assert_eq!(
         verifier.verify(&rs256(&v2_claims())).await,

@@ -44,17 +44,10 @@ use model::clerk::Organization;
 use model::ids::ClerkOrgId;
 use registry::directory;
 use reqwest::StatusCode;
-use support::{closed_loop, main_with_database, millis, percentile, positive, Tally};
+use support::{app_settings, closed_loop, main_with_database, millis, percentile, positive, Tally};
 use tenant_plane::config::Settings;
 use tenant_plane::startup::Application;
-use testkit::{PrefixGuard, TestDatabase};
-
-/// Svix's published example secret: the application refuses to start
-/// without one, and no webhook is sent here.
-const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// Seals tenant role passwords; none is made here, but `serve` needs a key.
-const CRYPTO_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+use testkit::{PrefixGuard, TestDatabase, TestSettings};
 
 /// The bearer token of the internal API in this run.
 const SERVICE_TOKEN: &str = "bench-service-token-0123456789";
@@ -92,7 +85,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     // The application syncs the tenant template at start; under a test
     // prefix it is dropped with the guard.
     let prefix = PrefixGuard::new();
-    let settings = app_settings(&db.url(), &prefix.prefix)?;
+    // The internal API open to SERVICE_TOKEN; the provisioning worker off.
+    let settings = app_settings(
+        &TestSettings::new(&db.url(), &prefix.prefix).with_internal_tokens(&[SERVICE_TOKEN]),
+    )?;
     let orgs = register(&db, TENANTS).await?;
 
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
@@ -147,24 +143,6 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     baseline_server.abort();
     let _ = baseline_server.await;
     Ok(())
-}
-
-/// The settings `serve` would read from the environment, with the internal
-/// API open to [`SERVICE_TOKEN`] and the provisioning worker off.
-fn app_settings(database_url: &str, tenant_prefix: &str) -> anyhow::Result<Settings> {
-    let env = [
-        ("TENANT_PLANE__DATABASE__URL", database_url),
-        ("TENANT_PLANE__CLERK__WEBHOOK_SECRET", SECRET),
-        ("TENANT_PLANE__CRYPTO__KEY", CRYPTO_KEY),
-        ("TENANT_PLANE__TENANTS__PREFIX", tenant_prefix),
-        ("TENANT_PLANE__INTERNAL__TOKENS", SERVICE_TOKEN),
-        ("TENANT_PLANE__WORKER__ENABLED", "false"),
-        ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
-    ];
-    Ok(Settings::load_from(
-        None,
-        env.map(|(k, v)| (k.to_owned(), v.to_owned())),
-    )?)
 }
 
 /// Registers `n` organizations in the directory (pending tenants: a look-up

@@ -61,10 +61,9 @@ use model::naming::{quote_ident, PgIdent};
 use registry::tenants::CHANGED_CHANNEL;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
-use support::{main_with_database, millis, percentile, positive};
-use tenant_plane::config::Settings;
+use support::{app_settings, main_with_database, millis, percentile, positive};
 use tenant_plane::startup::Application;
-use testkit::{PrefixGuard, TestDatabase};
+use testkit::{PrefixGuard, TestDatabase, TestSettings};
 use tokio::sync::{mpsc, oneshot};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use webhooks::samples::{SampleEvent, SampleIds};
@@ -248,8 +247,14 @@ async fn measure_app(
     db: &TestDatabase,
     prefix: &str,
 ) -> anyhow::Result<(Run, PgIdent)> {
-    let secret = testkit::secrets::random_webhook_secret();
-    let settings = app_settings(&db.url(), &secret, prefix, concurrency, args.poll_interval)?;
+    // The environment the tests give the app, but with the worker on: C
+    // workers, woken by NOTIFY or the backstop poll.
+    let env = TestSettings::new(&db.url(), prefix)
+        .with_worker(true)
+        .with_worker_concurrency(concurrency)
+        .with_worker_poll_interval(args.poll_interval);
+    let secret = env.webhook_secret().to_owned();
+    let settings = app_settings(&env)?;
     let template = settings.prefix()?.template_ident();
 
     // Builds the template database on the server and starts the workers.
@@ -270,38 +275,6 @@ async fn measure_app(
     checkpoint().await?;
     let spans = drive(target, args.tenants, concurrency, provision_one).await?;
     Ok((Run::new("app", concurrency, spans), template))
-}
-
-/// The environment the tests give the app (tests/api/helpers.rs `test_env`),
-/// but with the worker on: C workers, woken by NOTIFY or the backstop poll.
-fn app_settings(
-    database_url: &str,
-    secret: &str,
-    tenant_prefix: &str,
-    concurrency: usize,
-    poll_interval: Duration,
-) -> anyhow::Result<Settings> {
-    let concurrency = concurrency.to_string();
-    let poll_interval = humantime::format_duration(poll_interval).to_string();
-    let key = testkit::secrets::random_crypto_key();
-    let env = [
-        ("TENANT_PLANE__DATABASE__URL", database_url),
-        ("TENANT_PLANE__CLERK__WEBHOOK_SECRET", secret),
-        ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
-        ("TENANT_PLANE__TENANTS__PREFIX", tenant_prefix),
-        ("TENANT_PLANE__TENANTS__RETENTION", "0s"),
-        ("TENANT_PLANE__CRYPTO__KEY", key.as_str()),
-        ("TENANT_PLANE__WORKER__ENABLED", "true"),
-        ("TENANT_PLANE__WORKER__CONCURRENCY", concurrency.as_str()),
-        (
-            "TENANT_PLANE__WORKER__POLL_INTERVAL",
-            poll_interval.as_str(),
-        ),
-    ];
-    Ok(Settings::load_from(
-        None,
-        env.map(|(k, v)| (k.to_owned(), v.to_owned())),
-    )?)
 }
 
 /// Everything a sender needs.

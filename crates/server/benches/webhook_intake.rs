@@ -36,20 +36,15 @@ use clap::Parser;
 use registry::pool::PoolOptions;
 use reqwest::header::CONTENT_TYPE;
 use reqwest::StatusCode;
-use support::{closed_loop, main_with_database, millis, percentile, positive, Tally};
-use tenant_plane::config::Settings;
+use support::{app_settings, closed_loop, main_with_database, millis, percentile, positive, Tally};
 use tenant_plane::startup::Application;
-use testkit::{PrefixGuard, TestDatabase};
+use testkit::{PrefixGuard, TestDatabase, TestSettings};
 use webhooks::samples::{SampleEvent, SampleIds};
 use webhooks::{Delivery, Inbox, Outcome, WebhookVerifier};
 
 /// Svix's published example secret. It guards nothing: the bench both signs
 /// and verifies with it.
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
-
-/// Seals tenant role passwords. None is made here (the provisioning worker
-/// is off), but the application refuses to start without a key.
-const CRYPTO_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 /// Untimed events sent before each timed run, so that every pool involved
 /// (the client's keep-alive connections, the server's and the baseline's
@@ -139,7 +134,15 @@ async fn measure_http(events: usize, concurrency: usize) -> anyhow::Result<Run> 
     // The application syncs the tenant template database at start; under a
     // test prefix it is dropped with the guard, as the tests' are.
     let prefix = PrefixGuard::new();
-    let settings = app_settings(&db.url(), &prefix.prefix, concurrency)?;
+    // As many database connections as there are senders, like the
+    // baseline's pool. The provisioning worker is off (as by default): it
+    // would create a database for every organization.created on the same
+    // CPUs, and the baseline does no such work.
+    let settings = app_settings(
+        &TestSettings::new(&db.url(), &prefix.prefix)
+            .with_webhook_secret(SECRET)
+            .with_database_max_connections(concurrency),
+    )?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
     let app = Application::build(&settings, listener).await?;
     let url = format!("http://127.0.0.1:{}/webhooks/clerk", app.port());
@@ -155,34 +158,6 @@ async fn measure_http(events: usize, concurrency: usize) -> anyhow::Result<Run> 
     server.abort();
     let _ = server.await;
     run
-}
-
-/// The settings `serve` would read from the environment, with as many
-/// database connections as there are senders, like the baseline's pool.
-/// The provisioning worker is off: it would create a database for every
-/// organization.created on the same CPUs, and the baseline does no such work.
-fn app_settings(
-    database_url: &str,
-    tenant_prefix: &str,
-    max_connections: usize,
-) -> anyhow::Result<Settings> {
-    let max_connections = max_connections.to_string();
-    let env = [
-        ("TENANT_PLANE__DATABASE__URL", database_url),
-        (
-            "TENANT_PLANE__DATABASE__MAX_CONNECTIONS",
-            max_connections.as_str(),
-        ),
-        ("TENANT_PLANE__CLERK__WEBHOOK_SECRET", SECRET),
-        ("TENANT_PLANE__CRYPTO__KEY", CRYPTO_KEY),
-        ("TENANT_PLANE__TENANTS__PREFIX", tenant_prefix),
-        ("TENANT_PLANE__WORKER__ENABLED", "false"),
-        ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
-    ];
-    Ok(Settings::load_from(
-        None,
-        env.map(|(k, v)| (k.to_owned(), v.to_owned())),
-    )?)
 }
 
 /// The `baseline` variant: the inbox alone, on a fresh database.

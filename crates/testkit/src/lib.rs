@@ -1,11 +1,19 @@
 //! Test support shared by every crate's integration tests and the benches:
 //! an isolated database per test on the PostgreSQL that `scripts/dev-db`
-//! starts, and a TCP proxy that can take that database "down" and back.
+//! starts, a TCP proxy that can take that database "down" and back, a fake
+//! Clerk (Backend API and JWKS), Clerk session tokens signed with the test
+//! RSA keys of `fixtures/`, the environment a test app is configured with,
+//! and fresh secrets.
 #![forbid(unsafe_code)]
 
 mod database;
+pub mod fake_clerk;
+pub mod jwt;
 mod proxy;
 pub mod secrets;
+pub mod settings;
 
 pub use database::{admin_url, database_configured, second_admin_url, PrefixGuard, TestDatabase};
+pub use fake_clerk::FakeClerk;
 pub use proxy::ToggleProxy;
+pub use settings::TestSettings;

@@ -1,4 +1,5 @@
-//! What the bench binaries share: argument parsing and latency figures.
+//! What the bench binaries share: argument parsing, the application's
+//! settings and latency figures.
 // Each bench is its own crate and uses a subset of this module.
 #![allow(dead_code)]
 
@@ -7,6 +8,9 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use tenant_plane::config::Settings;
+use testkit::TestSettings;
 
 /// Runs a bench that needs the dev PostgreSQL: says how to start it when no
 /// URL is configured, prints the error of a failed run, and maps both to the
@@ -26,6 +30,12 @@ pub fn main_with_database(bench: &str, run: impl FnOnce() -> anyhow::Result<()>)
             ExitCode::FAILURE
         }
     }
+}
+
+/// The settings `serve` would read from the environment `env`: the one
+/// place the benches turn testkit's `TestSettings` into `Settings`.
+pub fn app_settings(env: &TestSettings) -> anyhow::Result<Settings> {
+    Ok(Settings::load_from(None, env)?)
 }
 
 /// A clap value parser for counts that must be at least 1.

@@ -1,12 +1,13 @@
 //! `spawn_app()`: a fresh migrated control-plane database and the application
-//! on port 0, with a webhook secret of its own.
+//! on port 0, with a webhook secret of its own, configured by testkit's
+//! `TestSettings`.
 
 use std::sync::Once;
 
 use reqwest::Response;
 use tenant_plane::config::{LogFormat, Settings};
 use tenant_plane::startup::Application;
-use testkit::{PrefixGuard, TestDatabase};
+use testkit::{FakeClerk, PrefixGuard, TestDatabase, TestSettings};
 use tokio_postgres::Client;
 use webhooks::samples::SampleEvent;
 use webhooks::WebhookVerifier;
@@ -51,60 +52,49 @@ pub struct TestApp {
     pub http: reqwest::Client,
     /// Admin connection to the test database, for assertions.
     pub client: Client,
+    /// A fake Clerk the app relies on, kept as long as the app.
+    pub clerk: Option<FakeClerk>,
 }
 
-/// The environment of a test app: its own secrets and tenant prefix, no
-/// background worker (tests drain the reconciler themselves), no retention.
-pub fn test_env(database_url: &str, secret: &str, prefix: &str) -> Vec<(String, String)> {
-    [
-        ("TENANT_PLANE__DATABASE__URL", database_url),
-        ("TENANT_PLANE__CLERK__WEBHOOK_SECRET", secret),
-        ("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0"),
-        ("TENANT_PLANE__TENANTS__PREFIX", prefix),
-        ("TENANT_PLANE__TENANTS__RETENTION", "0s"),
-        ("TENANT_PLANE__CRYPTO__KEY", &random_key()),
-        ("TENANT_PLANE__WORKER__ENABLED", "false"),
-        ("TENANT_PLANE__WORKER__BACKOFF_BASE", "10ms"),
-        ("TENANT_PLANE__WORKER__BACKOFF_MAX", "50ms"),
-        ("TENANT_PLANE__WORKER__POLL_INTERVAL", "200ms"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+/// The application's settings for a test environment: the one place the
+/// tests turn testkit's `TestSettings` into `Settings`.
+pub fn app_settings(env: &TestSettings) -> Settings {
+    Settings::load_from(None, env).expect("test settings are valid")
 }
 
 pub async fn spawn_app() -> TestApp {
-    spawn_app_with(&[]).await
+    spawn_app_configured(|env| env).await
 }
 
 /// Spawns an app with extra settings (`("TENANT_PLANE__...", value)`).
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
+    spawn_app_configured(|env| env.set_all(overrides)).await
+}
+
+/// Spawns an app whose settings `configure` makes from the test defaults.
+pub async fn spawn_app_configured(configure: impl FnOnce(TestSettings) -> TestSettings) -> TestApp {
     let db = TestDatabase::migrated().await;
     let url = db.url();
-    spawn_app_full(db, &url, overrides).await
+    spawn_app_full(db, &url, configure).await
 }
 
 /// Spawns the app on `db`, reaching it through `database_url` (which may be
 /// a proxy in front of it).
 pub async fn spawn_app_on(db: TestDatabase, database_url: &str) -> TestApp {
-    spawn_app_full(db, database_url, &[]).await
+    spawn_app_full(db, database_url, |env| env).await
 }
 
 pub async fn spawn_app_full(
     db: TestDatabase,
     database_url: &str,
-    overrides: &[(&str, &str)],
+    configure: impl FnOnce(TestSettings) -> TestSettings,
 ) -> TestApp {
     init_tracing();
-    let secret = random_secret();
     let prefix = PrefixGuard::new();
-    let mut env = test_env(database_url, &secret, &prefix.prefix);
-    env.extend(
-        overrides
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string())),
-    );
-    let settings = Settings::load_from(None, env.clone()).expect("test settings are valid");
+    let env = configure(TestSettings::new(database_url, &prefix.prefix));
+    let settings = app_settings(&env);
+    let secret = env.webhook_secret().to_owned();
+    let env = env.env();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind port 0");
     let app = Application::build(&settings, listener)
         .await
@@ -124,6 +114,7 @@ pub async fn spawn_app_full(
         secret,
         http: reqwest::Client::new(),
         client,
+        clerk: None,
     }
 }
 

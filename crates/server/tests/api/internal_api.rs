@@ -4,7 +4,7 @@
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::{spawn_app_configured, spawn_app_with};
 use crate::resolve::SERVICE_TOKEN;
 
 /// Every internal route, with a placeholder for ids.
@@ -53,7 +53,7 @@ async fn call(
 
 #[tokio::test]
 async fn every_internal_route_requires_a_service_token() {
-    let app = spawn_app_with(&[("TENANT_PLANE__INTERNAL__TOKENS", SERVICE_TOKEN)]).await;
+    let app = spawn_app_configured(|env| env.with_internal_tokens(&[SERVICE_TOKEN])).await;
     let ids = app.create_org("Authz").await;
     let t = app.registry_tenant(ids.org_id.as_str()).await;
     let id = t.id.to_string();
@@ -80,7 +80,7 @@ async fn every_internal_route_requires_a_service_token() {
 
 #[tokio::test]
 async fn look_ups_and_actions_answer_json_and_unknown_ids_are_404() {
-    let app = spawn_app_with(&[("TENANT_PLANE__INTERNAL__TOKENS", SERVICE_TOKEN)]).await;
+    let app = spawn_app_configured(|env| env.with_internal_tokens(&[SERVICE_TOKEN])).await;
     let ids = app.create_org("Lookup").await;
     let event = webhooks::samples::SampleEvent::new("organization.updated", &ids)
         .unwrap()

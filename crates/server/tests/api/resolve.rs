@@ -9,27 +9,49 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use registry::tenants::Action;
 use resolver::Resolver;
 use serde_json::{json, Value};
+use testkit::jwt::{self, sign};
+use testkit::FakeClerk;
 
-use crate::helpers::{spawn_app_with, TestApp};
-use crate::tokens::{self, sign, v1_claims, v2_claims};
+use crate::helpers::{spawn_app_configured, TestApp};
 
 pub const SERVICE_TOKEN: &str = "test-service-token-0123456789";
 
-/// An app whose resolver trusts the local JWKS server.
+/// A session of `org_id` issued now by `issuer`, whose role grants read and
+/// manage on the projects feature.
+fn session(issuer: &str, org_id: &str) -> jwt::Session {
+    let mut session = jwt::Session::new(issuer, org_id, jwt::now());
+    session.org.features = "o:projects".into();
+    session.org.feature_permissions = "read,manage".into();
+    session.org.feature_masks = "3".into();
+    session
+}
+
+/// Claims of a v2 session token for `org_id`.
+fn v2_claims(issuer: &str, org_id: &str) -> Value {
+    session(issuer, org_id).v2()
+}
+
+/// Claims of a v1 session token for `org_id`.
+fn v1_claims(issuer: &str, org_id: &str) -> Value {
+    session(issuer, org_id).v1()
+}
+
+/// An app whose resolver trusts a fake Clerk serving the `rsa-a` key;
+/// answers the app and the issuer (the fake's URL).
 pub async fn spawn_resolving_app(extra: &[(&str, &str)]) -> (TestApp, String) {
-    let issuer = tokens::spawn_jwks().await;
-    let mut env = vec![
-        ("TENANT_PLANE__CLERK__ISSUER", issuer.as_str()),
-        (
-            "TENANT_PLANE__CLERK__AUTHORIZED_PARTIES",
-            "https://app.example.com",
-        ),
-        ("TENANT_PLANE__INTERNAL__TOKENS", SERVICE_TOKEN),
-        ("TENANT_PLANE__INTERNAL__EXPOSE_PASSWORDS", "true"),
-        ("TENANT_PLANE__RESOLVER__JWKS_MIN_REFETCH", "1s"),
-    ];
-    env.extend_from_slice(extra);
-    (spawn_app_with(&env).await, issuer)
+    let clerk = FakeClerk::serving_jwks(jwt::jwk_set(&[&jwt::jwk("rsa-a")])).await;
+    let issuer = clerk.url.clone();
+    let mut app = spawn_app_configured(|env| {
+        env.with_clerk_issuer(&issuer)
+            .with_authorized_parties(&[jwt::AZP])
+            .with_internal_tokens(&[SERVICE_TOKEN])
+            .set("TENANT_PLANE__INTERNAL__EXPOSE_PASSWORDS", "true")
+            .set("TENANT_PLANE__RESOLVER__JWKS_MIN_REFETCH", "1s")
+            .set_all(extra)
+    })
+    .await;
+    app.clerk = Some(clerk);
+    (app, issuer)
 }
 
 /// The library resolver, as an application service would embed it.
@@ -153,22 +175,13 @@ async fn the_http_route_gives_the_library_verdict_for_every_token() {
     let parts: Vec<&str> = valid.split('.').collect();
     let mut tampered_claims = good.clone();
     tampered_claims["o"]["id"] = json!(suspended.org_id.as_str());
-    let other_key = EncodingKey::from_rsa_pem(
-        std::fs::read(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../resolver/tests/fixtures/rsa-c.key.pem"
-        ))
-        .unwrap()
-        .as_slice(),
-    )
-    .unwrap();
     let hs256 = {
         let mut header = Header::new(Algorithm::HS256);
-        header.kid = Some(tokens::KID.into());
+        header.kid = Some(jwt::KID_A.into());
         jsonwebtoken::encode(
             &header,
             &good,
-            &EncodingKey::from_secret(tokens::public_pem().as_bytes()),
+            &EncodingKey::from_secret(jwt::public_pem("rsa-a").as_bytes()),
         )
         .unwrap()
     };
@@ -176,19 +189,15 @@ async fn the_http_route_gives_the_library_verdict_for_every_token() {
     let suite: Vec<(&str, String, u16)> = vec![
         ("valid v2", valid.clone(), 200),
         ("valid v1", sign(&v1_claims(&issuer, org)), 200),
-        (
-            "expired",
-            with(&|c| c["exp"] = json!(tokens::now() - 60)),
-            401,
-        ),
+        ("expired", with(&|c| c["exp"] = json!(jwt::now() - 60)), 401),
         (
             "issued in the future",
-            with(&|c| c["iat"] = json!(tokens::now() + 600)),
+            with(&|c| c["iat"] = json!(jwt::now() + 600)),
             401,
         ),
         (
             "not yet valid",
-            with(&|c| c["nbf"] = json!(tokens::now() + 600)),
+            with(&|c| c["nbf"] = json!(jwt::now() + 600)),
             401,
         ),
         (
@@ -210,12 +219,12 @@ async fn the_http_route_gives_the_library_verdict_for_every_token() {
         ),
         (
             "unknown kid",
-            tokens::sign_with(&good, "no-such-kid", &tokens::signing_key()),
+            jwt::mint(Algorithm::RS256, Some("no-such-kid"), "rsa-a", &good),
             401,
         ),
         (
             "signed by another key",
-            tokens::sign_with(&good, tokens::KID, &other_key),
+            jwt::mint(Algorithm::RS256, Some(jwt::KID_A), "rsa-c", &good),
             401,
         ),
         (
@@ -436,7 +445,7 @@ async fn the_extractor_hands_a_handler_its_tenant_connection() {
     assert_eq!(body["error"], "token_missing");
     let expired = {
         let mut c = v2_claims(&issuer, ids.org_id.as_str());
-        c["exp"] = json!(tokens::now() - 60);
+        c["exp"] = json!(jwt::now() - 60);
         sign(&c)
     };
     let res = test::call_service(
@@ -455,10 +464,10 @@ async fn the_extractor_hands_a_handler_its_tenant_connection() {
 #[tokio::test]
 async fn unreachable_signing_keys_are_a_503_not_a_401() {
     let issuer = "http://127.0.0.1:1";
-    let app = spawn_app_with(&[
-        ("TENANT_PLANE__CLERK__ISSUER", issuer),
-        ("TENANT_PLANE__INTERNAL__TOKENS", SERVICE_TOKEN),
-    ])
+    let app = spawn_app_configured(|env| {
+        env.with_clerk_issuer(issuer)
+            .with_internal_tokens(&[SERVICE_TOKEN])
+    })
     .await;
     let ids = app.create_org("keyless").await;
     let token = sign(&v2_claims(issuer, ids.org_id.as_str()));

@@ -4,22 +4,17 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use testkit::fake_clerk::{FakeClerk, SECRET_KEY};
 use webhooks::samples::{SampleEvent, SampleIds};
 
-use crate::fake_clerk::{membership, organization, user, FakeClerk, State, SECRET};
-use crate::helpers::{run_cli as run, spawn_app_with, wait_until, TestApp};
+use crate::helpers::{run_cli as run, spawn_app_configured, wait_until, TestApp};
 use crate::resolve::SERVICE_TOKEN;
 
 const T0: i64 = 1_716_883_200_000;
 
 /// An app whose Clerk Backend API is `clerk`.
 async fn app_with(clerk: &FakeClerk, extra: &[(&str, &str)]) -> TestApp {
-    let mut env = vec![
-        ("TENANT_PLANE__CLERK__API_URL", clerk.url.as_str()),
-        ("TENANT_PLANE__CLERK__SECRET_KEY", SECRET),
-    ];
-    env.extend_from_slice(extra);
-    spawn_app_with(&env).await
+    spawn_app_configured(|env| env.with_clerk_api(&clerk.url, SECRET_KEY).set_all(extra)).await
 }
 
 /// Sample ids for a given organization.
@@ -39,31 +34,16 @@ async fn desired(app: &TestApp, org: &str) -> String {
 
 #[tokio::test]
 async fn sync_creates_missing_updates_stale_reports_extra_and_prunes_only_when_asked() {
-    let clerk = FakeClerk::start(State {
-        organizations: vec![
-            organization("org_known", "Known Renamed", "known-renamed", T0 + 5_000),
-            organization("org_missed1", "Missed One", "missed-one", T0),
-            organization("org_missed2", "Missed Two", "missed-two", T0),
-        ],
-        users: vec![
-            user("user_ada", "ada@example.com", T0),
-            user("user_bob", "bob@example.com", T0),
-        ],
-        memberships: vec![
-            (
-                "org_missed1".into(),
-                membership("orgmem_1", "org_missed1", "user_ada", "org:admin", T0),
-            ),
-            (
-                "org_known".into(),
-                membership("orgmem_2", "org_known", "user_bob", "org:member", T0),
-            ),
-        ],
-        // The first request is throttled: the sync waits and goes on.
-        throttle_next: 1,
-        ..State::default()
-    })
-    .await;
+    let clerk = FakeClerk::start(SECRET_KEY).await;
+    clerk.put_org("org_known", "Known Renamed", "known-renamed", T0 + 5_000);
+    clerk.put_org("org_missed1", "Missed One", "missed-one", T0);
+    clerk.put_org("org_missed2", "Missed Two", "missed-two", T0);
+    clerk.put_user("user_ada", "ada@example.com", T0);
+    clerk.put_user("user_bob", "bob@example.com", T0);
+    clerk.put_membership("orgmem_1", "org_missed1", "user_ada", "org:admin", T0);
+    clerk.put_membership("orgmem_2", "org_known", "user_bob", "org:member", T0);
+    // The first request is throttled: the sync waits and goes on.
+    clerk.fail_next_with_429(1);
     let app = app_with(&clerk, &[]).await;
     // Seen by webhooks: org_known (an older name) and org_gone (which Clerk
     // no longer has).
@@ -106,10 +86,14 @@ async fn sync_creates_missing_updates_stale_reports_extra_and_prunes_only_when_a
     assert_eq!(app.count("organization_memberships").await, 2);
 
     // The 429 was honoured: the retry came after the Retry-After second.
-    let log = clerk.log();
-    assert_eq!(log[0].2, 429);
-    assert_eq!(log[1].1, log[0].1, "the same request was retried");
-    let waited = log[1].0.duration_since(log[0].0);
+    let log = clerk.requests();
+    assert_eq!(log[0].status, 429);
+    assert_eq!(
+        (&log[1].method, &log[1].path),
+        (&log[0].method, &log[0].path),
+        "the same request was retried"
+    );
+    let waited = log[1].at.duration_since(log[0].at);
     assert!(
         waited >= Duration::from_millis(900),
         "retried after {waited:?}"
@@ -133,11 +117,8 @@ async fn sync_creates_missing_updates_stale_reports_extra_and_prunes_only_when_a
 
 #[tokio::test]
 async fn sync_routes_and_status_over_the_internal_api() {
-    let clerk = FakeClerk::start(State {
-        organizations: vec![organization("org_viahttp", "Via HTTP", "via-http", T0)],
-        ..State::default()
-    })
-    .await;
+    let clerk = FakeClerk::start(SECRET_KEY).await;
+    clerk.put_org("org_viahttp", "Via HTTP", "via-http", T0);
     let app = app_with(&clerk, &[("TENANT_PLANE__INTERNAL__TOKENS", SERVICE_TOKEN)]).await;
     let post = |path: String| {
         app.http
@@ -198,7 +179,7 @@ async fn sync_routes_and_status_over_the_internal_api() {
 
 #[tokio::test]
 async fn without_a_secret_key_sync_says_what_to_configure() {
-    let app = spawn_app_with(&[("TENANT_PLANE__INTERNAL__TOKENS", SERVICE_TOKEN)]).await;
+    let app = spawn_app_configured(|env| env.with_internal_tokens(&[SERVICE_TOKEN])).await;
     let (code, _, err) = run(&app, &["sync"], &[]).await;
     assert_eq!(code, 1);
     assert!(err.contains("clerk.secret_key"), "{err}");
@@ -214,11 +195,8 @@ async fn without_a_secret_key_sync_says_what_to_configure() {
 
 #[tokio::test]
 async fn write_back_puts_the_tenant_id_into_the_organization_metadata_once() {
-    let clerk = FakeClerk::start(State {
-        organizations: vec![organization("org_writeback", "WB", "wb", T0)],
-        ..State::default()
-    })
-    .await;
+    let clerk = FakeClerk::start(SECRET_KEY).await;
+    clerk.put_org("org_writeback", "WB", "wb", T0);
     let app = app_with(&clerk, &[]).await;
     let ids = ids_for("org_writeback");
     app.send(
@@ -250,15 +228,15 @@ async fn write_back_puts_the_tenant_id_into_the_organization_metadata_once() {
         "written once"
     );
     let t = app.registry_tenant("org_writeback").await;
-    let stored = clerk.state.lock().unwrap().organizations[0]["public_metadata"].clone();
+    let stored = clerk.org("org_writeback")["public_metadata"].clone();
     assert_eq!(
         stored,
         json!({ "tenant_id": t.id.to_string(), "tenant_slug": "wb" })
     );
     let patches = clerk
-        .log()
+        .requests()
         .iter()
-        .filter(|(_, r, _)| r.starts_with("PATCH"))
+        .filter(|r| r.method == "PATCH")
         .count();
     assert_eq!(patches, 1);
 }
