@@ -11,9 +11,14 @@ const MAX_IDENT: usize = 63;
 /// A tenant name is the prefix and 32 hex digits.
 const ID_LEN: usize = 32;
 const TEMPLATE_SUFFIX: &str = "template";
+/// A tenant's owner role is its name and this suffix.
+const OWNER_SUFFIX: &str = "_owner";
+/// The longest prefix: a tenant's owner role name (prefix, id, suffix) must
+/// fit in an identifier.
+const MAX_PREFIX: usize = MAX_IDENT - ID_LEN - OWNER_SUFFIX.len();
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid tenant name prefix {0:?}: use 1-30 lowercase ASCII letters, digits or '_', starting with a letter or '_'")]
+#[error("invalid tenant name prefix {0:?}: use 1-25 lowercase ASCII letters, digits or '_', starting with a letter or '_'")]
 pub struct PrefixError(String);
 
 /// The prefix of every database and role tenant-plane creates
@@ -24,7 +29,7 @@ pub struct TenantPrefix(String);
 impl TenantPrefix {
     pub fn parse(prefix: &str) -> Result<Self, PrefixError> {
         let ok = !prefix.is_empty()
-            && prefix.len() + ID_LEN <= 62
+            && prefix.len() <= MAX_PREFIX
             && prefix
                 .bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
@@ -46,15 +51,37 @@ impl TenantPrefix {
         PgIdent(format!("{}{}", self.0, tenant.as_uuid().simple()))
     }
 
+    /// The NOLOGIN role that owns a tenant's database and every object in
+    /// it, so that the tenant's own login role owns nothing.
+    pub fn owner_ident(&self, tenant: TenantId) -> PgIdent {
+        PgIdent(format!(
+            "{}{}{OWNER_SUFFIX}",
+            self.0,
+            tenant.as_uuid().simple()
+        ))
+    }
+
     /// The template database of this prefix.
     pub fn template_ident(&self) -> PgIdent {
         PgIdent(format!("{}{TEMPLATE_SUFFIX}", self.0))
+    }
+
+    /// The NOLOGIN role that owns the template's objects (and so, until they
+    /// are handed to the tenant's owner, a fresh clone's).
+    pub fn template_owner_ident(&self) -> PgIdent {
+        PgIdent(format!("{}{TEMPLATE_SUFFIX}{OWNER_SUFFIX}", self.0))
     }
 
     /// True when `name` is one of ours: a tenant name under this prefix.
     pub fn owns_tenant_name(&self, name: &str) -> bool {
         name.strip_prefix(&self.0)
             .is_some_and(|rest| rest.len() == ID_LEN && rest.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
+    /// True when `name` is a tenant's owner role under this prefix.
+    pub fn owns_owner_name(&self, name: &str) -> bool {
+        name.strip_suffix(OWNER_SUFFIX)
+            .is_some_and(|base| self.owns_tenant_name(base))
     }
 
     /// A `LIKE` pattern matching every name under this prefix (with `_` and
@@ -138,8 +165,26 @@ mod tests {
         assert!(prefix.owns_tenant_name(name.as_str()));
         assert!(!prefix.owns_tenant_name(prefix.template_ident().as_str()));
         assert!(!prefix.owns_tenant_name("tenant_abc"));
-        let longest = TenantPrefix::parse(&"p".repeat(30)).unwrap();
+        let longest = TenantPrefix::parse(&"p".repeat(25)).unwrap();
         assert!(longest.tenant_ident(id).as_str().len() <= MAX_IDENT);
+        assert_eq!(longest.owner_ident(id).as_str().len(), MAX_IDENT);
+        assert!(PgIdent::parse(longest.owner_ident(id).as_str()).is_some());
+        assert!(longest.template_owner_ident().as_str().len() <= MAX_IDENT);
+    }
+
+    #[test]
+    fn owner_roles_are_told_apart_from_tenant_names() {
+        let prefix = TenantPrefix::parse("tenant_").unwrap();
+        let id = TenantId::new();
+        let owner = prefix.owner_ident(id);
+        assert!(owner.as_str().ends_with("_owner"));
+        assert!(prefix.owns_owner_name(owner.as_str()));
+        assert!(!prefix.owns_tenant_name(owner.as_str()));
+        assert!(!prefix.owns_owner_name(prefix.tenant_ident(id).as_str()));
+        assert!(!prefix.owns_owner_name(prefix.template_owner_ident().as_str()));
+        assert!(!TenantPrefix::parse("other_")
+            .unwrap()
+            .owns_owner_name(owner.as_str()));
     }
 
     #[test]
@@ -151,7 +196,7 @@ mod tests {
             "ten-ant",
             "te\"nant",
             "tenant ",
-            &"p".repeat(31),
+            &"p".repeat(26),
         ] {
             assert!(TenantPrefix::parse(bad).is_err(), "{bad:?}");
         }

@@ -1,13 +1,14 @@
-//! The statements tenant-plane runs on a db host, written once: the
-//! reconciler and rollout both use them. Every name reaches SQL through
-//! `PgIdent`, whose `Display` quotes it.
+//! The statements tenant-plane runs on a db host's cluster (roles and
+//! databases), written once. What runs inside a tenant database is in
+//! `privileges`. Every name reaches SQL through `PgIdent`, whose `Display`
+//! quotes it.
 
 use model::naming::quote_literal;
 use model::PgIdent;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::template::HISTORY_TABLE;
+use crate::limits::Limits;
 
 /// A statement on a host failed; `step` says which.
 #[derive(Debug, thiserror::Error)]
@@ -44,31 +45,54 @@ pub(crate) async fn database_exists(admin: &Client, db: &PgIdent) -> Result<bool
         .is_some())
 }
 
-/// Creates the role, or brings an existing one back to LOGIN with the
-/// password on record. The password goes over the wire as a SCRAM verifier,
-/// so the plaintext never reaches server logs.
+/// Creates the NOLOGIN role that owns a tenant's database and objects.
+pub(crate) async fn ensure_owner_role(admin: &Client, owner: &PgIdent) -> Result<(), HostSqlError> {
+    if role_exists(admin, owner).await? {
+        return Ok(());
+    }
+    match admin
+        .batch_execute(&format!("CREATE ROLE {owner} NOLOGIN"))
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => Ok(()),
+        Err(e) => Err(sql("create owner role")(e)),
+    }
+}
+
+/// Creates the login role, or brings an existing one back to LOGIN with the
+/// password on record, and applies its plan's limits. The password goes over
+/// the wire as a SCRAM verifier, so the plaintext never reaches server logs.
 pub(crate) async fn ensure_login_role(
     admin: &Client,
     role: &PgIdent,
     password: &str,
+    limits: &Limits,
 ) -> Result<(), HostSqlError> {
     let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
     let options = format!("LOGIN NOINHERIT PASSWORD {}", quote_literal(&verifier));
+    let mut created = false;
     if !role_exists(admin, role).await? {
         match admin
             .batch_execute(&format!("CREATE ROLE {role} {options}"))
             .await
         {
-            Ok(()) => return Ok(()),
+            Ok(()) => created = true,
             // Created concurrently: fall through to ALTER.
             Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => {}
             Err(e) => return Err(sql("create role")(e)),
         }
     }
+    if !created {
+        admin
+            .batch_execute(&format!("ALTER ROLE {role} {options}"))
+            .await
+            .map_err(sql("alter role"))?;
+    }
     admin
-        .batch_execute(&format!("ALTER ROLE {role} {options}"))
+        .batch_execute(&limits.statements(role))
         .await
-        .map_err(sql("alter role"))
+        .map_err(sql("apply plan limits"))
 }
 
 /// NOLOGIN, then end the role's sessions so that it is locked out now, not at
@@ -90,15 +114,17 @@ pub(crate) async fn disable_role(admin: &Client, role: &PgIdent) -> Result<(), H
     Ok(())
 }
 
-/// Clones `template` as `db`, owned by `role`; a database that already
-/// exists (an earlier attempt got this far) counts as done.
+/// Clones `template` as `db`, owned by `owner` and closed to connections
+/// until [`open_database`]; a database that already exists (an earlier
+/// attempt got this far) counts as done.
 pub(crate) async fn create_database(
     admin: &Client,
     db: &PgIdent,
     template: &PgIdent,
-    role: &PgIdent,
+    owner: &PgIdent,
 ) -> Result<(), HostSqlError> {
-    let create = format!("CREATE DATABASE {db} TEMPLATE {template} OWNER {role}");
+    let create =
+        format!("CREATE DATABASE {db} TEMPLATE {template} OWNER {owner} ALLOW_CONNECTIONS false");
     match admin.batch_execute(&create).await {
         Ok(()) => {
             tracing::info!(db = db.as_str(), "created tenant database");
@@ -109,61 +135,43 @@ pub(crate) async fn create_database(
     }
 }
 
-/// Database-level privileges, which CREATE DATABASE does not copy from the
-/// template: only the tenant's role may connect.
-pub(crate) async fn grant_database(
+/// Database-level state, which CREATE DATABASE does not copy from the
+/// template and which a tenant of the first model could change as the
+/// database's owner: owned by `owner`, no settings, no CREATE for the
+/// tenant, and nobody but the admin may connect to a new database (the
+/// tenant's role gets CONNECT from [`open_database`], once its privileges
+/// inside are set). Then connections are allowed.
+pub(crate) async fn secure_database(
     admin: &Client,
     db: &PgIdent,
-    role: &PgIdent,
+    owner: &PgIdent,
+    login: &PgIdent,
 ) -> Result<(), HostSqlError> {
     admin
         .batch_execute(&format!(
-            "REVOKE ALL ON DATABASE {db} FROM PUBLIC;
-             GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role};"
+            "ALTER DATABASE {db} OWNER TO {owner};
+             ALTER DATABASE {db} RESET ALL;
+             REVOKE ALL ON DATABASE {db} FROM PUBLIC;
+             REVOKE CREATE ON DATABASE {db} FROM {login};
+             ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true;"
         ))
         .await
-        .map_err(sql("database privileges"))
+        .map_err(sql("secure database"))
 }
 
-/// The tenant role's rights on the objects of its database; run after a
-/// clone and after every template migration, whose new objects belong to the
-/// admin.
-pub(crate) async fn grant_objects(tenant_db: &Client, role: &PgIdent) -> Result<(), HostSqlError> {
-    tenant_db
+/// Lets the tenant's role connect to its database (and create temporary
+/// tables there): the last step of provisioning.
+pub(crate) async fn open_database(
+    admin: &Client,
+    db: &PgIdent,
+    login: &PgIdent,
+) -> Result<(), HostSqlError> {
+    admin
         .batch_execute(&format!(
-            "GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};
-             GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role};
-             GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {role};"
+            "GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {login}"
         ))
         .await
-        .map_err(sql("grant objects"))
-}
-
-/// The tenant role's rights on its database's schema, and on its objects.
-pub(crate) async fn grant_schema(tenant_db: &Client, role: &PgIdent) -> Result<(), HostSqlError> {
-    tenant_db
-        .batch_execute(&format!(
-            "REVOKE ALL ON SCHEMA public FROM PUBLIC;
-             GRANT ALL ON SCHEMA public TO {role};"
-        ))
-        .await
-        .map_err(sql("schema privileges"))?;
-    grant_objects(tenant_db, role).await
-}
-
-/// The template version a tenant database's own migration history shows.
-pub(crate) async fn template_version_of(tenant_db: &Client) -> Result<i32, HostSqlError> {
-    let row = tenant_db
-        .query_one(
-            &format!(
-                "SELECT coalesce(max(version), 0) FROM {}",
-                model::naming::quote_ident(HISTORY_TABLE)
-            ),
-            &[],
-        )
-        .await
-        .map_err(sql("read template version"))?;
-    Ok(row.get(0))
+        .map_err(sql("open database"))
 }
 
 pub(crate) async fn drop_database(admin: &Client, db: &PgIdent) -> Result<(), HostSqlError> {

@@ -12,8 +12,11 @@
 pub mod connector;
 pub mod doctor;
 mod host_ops;
+pub mod limits;
+pub mod privileges;
 pub mod reconciler;
 pub mod rollout;
 pub mod template;
 
 pub use connector::{HostConnector, HostError};
+pub use host_ops::HostSqlError;

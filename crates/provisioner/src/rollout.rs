@@ -8,7 +8,7 @@
 //! migrations committed, and read back from the tenant's own history.
 
 use deadpool_postgres::Pool;
-use model::{ClerkOrgId, TenantId};
+use model::{ClerkOrgId, TenantId, TenantPrefix};
 use registry::hosts;
 use registry::tenants::{self, Tenant};
 use registry::RegistryError;
@@ -16,8 +16,9 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::connector::{HostConnector, HostError};
-use crate::host_ops::{self, HostSqlError};
-use crate::template::Templates;
+use crate::host_ops::HostSqlError;
+use crate::privileges;
+use crate::template::{MigrateError, Templates};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RolloutError {
@@ -26,7 +27,11 @@ pub enum RolloutError {
     #[error(transparent)]
     Host(#[from] HostError),
     #[error("migration failed: {0}")]
-    Migrate(#[from] refinery::Error),
+    Migrate(#[from] MigrateError),
+    #[error("tenant {0} is not on the current privilege model yet; the reconciler moves it first")]
+    NotOnModel(TenantId),
+    #[error("the tenant database holds code of the tenant's own ({0}); not migrating it")]
+    TenantCode(String),
     #[error(transparent)]
     Sql(#[from] HostSqlError),
     #[error("tenant row is inconsistent: {0}")]
@@ -59,6 +64,7 @@ pub async fn apply(
     control: &Pool,
     connector: &HostConnector,
     templates: &Templates,
+    prefix: &TenantPrefix,
     tenant: &Tenant,
 ) -> Result<Migrated, RolloutError> {
     let p = tenant
@@ -70,12 +76,22 @@ pub async fn apply(
         .await?
         .ok_or(RolloutError::Inconsistent("db_host_id names no host"))?;
     drop(client);
+    if tenant.privilege_model < tenants::PRIVILEGE_MODEL {
+        return Err(RolloutError::NotOnModel(tenant.id));
+    }
+    let owner = prefix.owner_ident(tenant.id);
     let mut tenant_db = connector.connect(&host, p.database.as_str()).await?;
-    let applied = templates.migrate(&mut tenant_db).await?;
-    // Objects created by the migrations belong to the admin; the tenant role
-    // gets the same rights as on the objects it was cloned with.
-    host_ops::grant_objects(&tenant_db, &p.role).await?;
-    let to = host_ops::template_version_of(&tenant_db).await?;
+    privileges::pin_search_path(&tenant_db).await?;
+    // Migrations run as the owner; nothing of the tenant's may fire there.
+    let code = privileges::tenant_code(&tenant_db, &p.role).await?;
+    if !code.is_empty() {
+        return Err(RolloutError::TenantCode(code.join(", ")));
+    }
+    let applied = templates.migrate_as(&mut tenant_db, &owner).await?;
+    // Default privileges cover what the owner created; granting again also
+    // covers objects a migration created as another role.
+    privileges::grant(&tenant_db, &owner, &p.role).await?;
+    let to = privileges::template_version(&tenant_db).await?;
     Ok(Migrated {
         tenant: tenant.id,
         clerk_org_id: tenant.clerk_org_id.clone(),

@@ -19,6 +19,8 @@ use registry::{template_versions, RegistryError};
 use tokio_postgres::Client;
 
 use crate::connector::{HostConnector, HostError};
+use crate::host_ops::{self, HostSqlError};
+use crate::privileges;
 
 mod embedded {
     refinery::embed_migrations!("../../templates/tenant");
@@ -26,7 +28,16 @@ mod embedded {
 
 /// The refinery history table inside the template and therefore inside every
 /// tenant database: each clone carries the template version it was made at.
-pub const HISTORY_TABLE: &str = "tenant_plane_template_history";
+pub use crate::privileges::HISTORY_TABLE;
+
+/// Why migrating a database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrateError {
+    #[error("{0}")]
+    Refinery(#[from] refinery::Error),
+    #[error("could not switch to the owner role: {}", registry::describe(.0))]
+    Session(tokio_postgres::Error),
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
@@ -54,7 +65,13 @@ pub enum TemplateError {
     Migrate {
         host: String,
         #[source]
-        source: refinery::Error,
+        source: MigrateError,
+    },
+    #[error("preparing the template on host {host:?}: {source}")]
+    Prepare {
+        host: String,
+        #[source]
+        source: HostSqlError,
     },
     #[error("could not load template migrations from {path}: {source}")]
     Load {
@@ -123,11 +140,25 @@ impl Templates {
         runner
     }
 
-    /// Applies pending migrations to an open connection (a tenant database,
-    /// for rollout). Returns the versions applied.
-    pub async fn migrate(&self, client: &mut Client) -> Result<Vec<i32>, refinery::Error> {
-        let report = self.runner().run_async(client).await?;
-        Ok(report
+    /// Applies pending migrations to an open connection as `role` (the
+    /// database's owner role), with only `public` on the search path, then
+    /// goes back to the admin with the search path pinned. Returns the
+    /// versions applied.
+    pub async fn migrate_as(
+        &self,
+        client: &mut Client,
+        role: &PgIdent,
+    ) -> Result<Vec<i32>, MigrateError> {
+        client
+            .batch_execute(&format!("SET ROLE {role}; SET search_path = public"))
+            .await
+            .map_err(MigrateError::Session)?;
+        let report = self.runner().run_async(client).await;
+        client
+            .batch_execute("RESET ROLE; SET search_path = pg_catalog")
+            .await
+            .map_err(MigrateError::Session)?;
+        Ok(report?
             .applied_migrations()
             .iter()
             .map(|m| m.version() as i32)
@@ -142,6 +173,13 @@ pub struct TemplateReport {
     pub created: bool,
     pub applied: Vec<i32>,
     pub version: i32,
+}
+
+fn prepare_err(host: &DbHost) -> impl Fn(HostSqlError) -> TemplateError + '_ {
+    move |source| TemplateError::Prepare {
+        host: host.name.clone(),
+        source,
+    }
 }
 
 fn db_err(host: &DbHost) -> impl Fn(tokio_postgres::Error) -> TemplateError + '_ {
@@ -161,19 +199,26 @@ pub async fn build(
     templates: &Templates,
 ) -> Result<TemplateReport, TemplateError> {
     let template = prefix.template_ident();
+    let owner = prefix.template_owner_ident();
     let mut control = control.get().await.map_err(RegistryError::from)?;
     let tx = control.transaction().await.map_err(RegistryError::from)?;
     template_versions::lock_for_migration(&tx, host.id).await?;
 
     let admin = connector.connect(host, "postgres").await?;
-    let exists = admin
+    host_ops::ensure_owner_role(&admin, &owner)
+        .await
+        .map_err(prepare_err(host))?;
+    // The template's owner, if it exists: a template built before the
+    // owner role existed is owned by the admin and is brought to the model.
+    let owned_by: Option<String> = admin
         .query_opt(
-            "SELECT 1 FROM pg_database WHERE datname = $1",
+            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1",
             &[&template.as_str()],
         )
         .await
         .map_err(db_err(host))?
-        .is_some();
+        .map(|r| r.get(0));
+    let exists = owned_by.is_some();
     if !exists {
         // The versions recorded for a template that no longer exists are void.
         template_versions::forget(&tx, host.id).await?;
@@ -181,7 +226,8 @@ pub async fn build(
         // transaction of a multi-statement batch.
         admin
             .batch_execute(&format!(
-                "CREATE DATABASE {template} TEMPLATE template0 IS_TEMPLATE true ALLOW_CONNECTIONS false"
+                "CREATE DATABASE {template} TEMPLATE template0 OWNER {owner}
+                 IS_TEMPLATE true ALLOW_CONNECTIONS false"
             ))
             .await
             .map_err(db_err(host))?;
@@ -206,10 +252,15 @@ pub async fn build(
         }
     }
     let pending = ours.keys().any(|v| !recorded.contains_key(v));
+    let on_model = owned_by.as_deref().is_none_or(|o| o == owner.as_str());
 
     let mut applied = Vec::new();
-    if pending {
-        applied = migrate_template(&admin, connector, host, &template, templates).await?;
+    if pending || !on_model {
+        admin
+            .batch_execute(&format!("ALTER DATABASE {template} OWNER TO {owner}"))
+            .await
+            .map_err(db_err(host))?;
+        applied = migrate_template(&admin, connector, host, &template, &owner, templates).await?;
         for (version, (name, checksum)) in &ours {
             template_versions::record(&tx, host.id, *version, name, checksum).await?;
         }
@@ -223,13 +274,15 @@ pub async fn build(
     })
 }
 
-/// Opens the template for connections, migrates it, and closes it again,
-/// even when the migration fails.
+/// Opens the template for connections, brings it to the privilege model
+/// (history in `tenant_plane`, every object `owner`'s), migrates it as
+/// `owner`, and closes it again, even when the migration fails.
 async fn migrate_template(
     admin: &Client,
     connector: &HostConnector,
     host: &DbHost,
     template: &PgIdent,
+    owner: &PgIdent,
     templates: &Templates,
 ) -> Result<Vec<i32>, TemplateError> {
     admin
@@ -240,14 +293,22 @@ async fn migrate_template(
         .map_err(db_err(host))?;
     let result = async {
         let mut client = connector.connect(host, template.as_str()).await?;
-        let applied =
-            templates
-                .migrate(&mut client)
-                .await
-                .map_err(|source| TemplateError::Migrate {
-                    host: host.name.clone(),
-                    source,
-                })?;
+        privileges::pin_search_path(&client)
+            .await
+            .map_err(prepare_err(host))?;
+        privileges::prepare_history(&client, owner, None)
+            .await
+            .map_err(prepare_err(host))?;
+        privileges::hand_over(&client, owner)
+            .await
+            .map_err(prepare_err(host))?;
+        let applied = templates
+            .migrate_as(&mut client, owner)
+            .await
+            .map_err(|source| TemplateError::Migrate {
+                host: host.name.clone(),
+                source,
+            })?;
         drop(client);
         Ok::<_, TemplateError>(applied)
     }

@@ -1,15 +1,26 @@
 //! Encryption of tenant role passwords at rest (AES-256-GCM, key from
-//! `crypto.key`). The registry stores `nonce || ciphertext`, never the
-//! password.
+//! `crypto.key`). The registry stores the sealed form, never the password.
+//!
+//! A sealed password is bound to its tenant and role: the tenant id and the
+//! role name are the AEAD's associated data, so a ciphertext copied into
+//! another row does not open there. The stored form is `0x02 || nonce ||
+//! ciphertext`. Ciphertexts from before the binding (`nonce || ciphertext`,
+//! no associated data) still open through [`PasswordCipher::open_unbound`],
+//! which the registry allows only for tenants not yet moved to the current
+//! privilege model; the reconciler re-seals them when it moves them.
 
 use std::fmt;
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng};
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use aes_gcm::{Aes256Gcm, Key, Nonce};
 use base64::Engine;
 use rand::distributions::{Alphanumeric, DistString};
 
+use model::{PgIdent, TenantId};
+
 const NONCE_LEN: usize = 12;
+/// The first byte of a bound ciphertext.
+const BOUND: u8 = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CryptoError {
@@ -47,18 +58,56 @@ impl PasswordCipher {
         })
     }
 
-    pub fn seal(&self, plaintext: &str) -> Vec<u8> {
+    /// Seals `plaintext` as the password of `role`, the login role of `tenant`.
+    pub fn seal(&self, tenant: TenantId, role: &PgIdent, plaintext: &str) -> Vec<u8> {
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let mut out = nonce.to_vec();
+        let mut out = vec![BOUND];
+        out.extend_from_slice(&nonce);
         out.extend(
             self.cipher
-                .encrypt(&nonce, plaintext.as_bytes())
+                .encrypt(
+                    &nonce,
+                    Payload {
+                        msg: plaintext.as_bytes(),
+                        aad: &associated_data(tenant, role),
+                    },
+                )
                 .expect("AES-GCM encryption of a short buffer cannot fail"),
         );
         out
     }
 
-    pub fn open(&self, sealed: &[u8]) -> Result<String, CryptoError> {
+    /// Opens a password sealed for `role` of `tenant`; anything sealed for
+    /// another tenant or role, or tampered with, is refused.
+    pub fn open(
+        &self,
+        sealed: &[u8],
+        tenant: TenantId,
+        role: &PgIdent,
+    ) -> Result<String, CryptoError> {
+        let Some((&BOUND, rest)) = sealed.split_first() else {
+            return Err(CryptoError::Decrypt);
+        };
+        if rest.len() <= NONCE_LEN {
+            return Err(CryptoError::Decrypt);
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let plain = self
+            .cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &associated_data(tenant, role),
+                },
+            )
+            .map_err(|_| CryptoError::Decrypt)?;
+        String::from_utf8(plain).map_err(|_| CryptoError::Decrypt)
+    }
+
+    /// Opens a ciphertext of the format before binding (`nonce ||
+    /// ciphertext`, no associated data), so that it can be re-sealed.
+    pub fn open_unbound(&self, sealed: &[u8]) -> Result<String, CryptoError> {
         if sealed.len() <= NONCE_LEN {
             return Err(CryptoError::Decrypt);
         }
@@ -69,6 +118,29 @@ impl PasswordCipher {
             .map_err(|_| CryptoError::Decrypt)?;
         String::from_utf8(plain).map_err(|_| CryptoError::Decrypt)
     }
+
+    /// Seals in the format before binding. Only for tests of the upgrade
+    /// from it: nothing in tenant-plane writes this format any more.
+    #[doc(hidden)]
+    pub fn seal_unbound(&self, plaintext: &str) -> Vec<u8> {
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let mut out = nonce.to_vec();
+        out.extend(
+            self.cipher
+                .encrypt(&nonce, plaintext.as_bytes())
+                .expect("AES-GCM encryption of a short buffer cannot fail"),
+        );
+        out
+    }
+}
+
+/// What a sealed password is bound to: a domain tag, the tenant id and the
+/// role name.
+fn associated_data(tenant: TenantId, role: &PgIdent) -> Vec<u8> {
+    let mut aad = b"tenant-plane password v2\0".to_vec();
+    aad.extend_from_slice(tenant.as_uuid().as_bytes());
+    aad.extend_from_slice(role.as_str().as_bytes());
+    aad
 }
 
 /// A new random password for a tenant role: 32 alphanumeric characters
@@ -83,26 +155,55 @@ mod tests {
 
     const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
+    fn role(name: &str) -> PgIdent {
+        PgIdent::parse(name).unwrap()
+    }
+
     #[test]
     fn round_trips_and_never_stores_the_plaintext() {
         let c = PasswordCipher::from_base64(KEY).unwrap();
+        let (t, r) = (TenantId::new(), role("tenant_a"));
         let pw = random_password();
-        let sealed = c.seal(&pw);
+        let sealed = c.seal(t, &r, &pw);
         assert!(!sealed.windows(pw.len()).any(|w| w == pw.as_bytes()));
-        assert_eq!(c.open(&sealed).unwrap(), pw);
-        assert_ne!(c.seal(&pw), sealed, "fresh nonce each time");
+        assert_eq!(c.open(&sealed, t, &r).unwrap(), pw);
+        assert_ne!(c.seal(t, &r, &pw), sealed, "fresh nonce each time");
+    }
+
+    #[test]
+    fn a_sealed_password_opens_only_for_its_tenant_and_role() {
+        let c = PasswordCipher::from_base64(KEY).unwrap();
+        let (t, r) = (TenantId::new(), role("tenant_a"));
+        let sealed = c.seal(t, &r, "secret");
+        assert!(
+            c.open(&sealed, TenantId::new(), &r).is_err(),
+            "other tenant"
+        );
+        assert!(c.open(&sealed, t, &role("tenant_b")).is_err(), "other role");
+        assert!(c.open_unbound(&sealed).is_err(), "bound is not unbound");
+    }
+
+    #[test]
+    fn unbound_ciphertexts_open_only_as_unbound() {
+        let c = PasswordCipher::from_base64(KEY).unwrap();
+        let (t, r) = (TenantId::new(), role("tenant_a"));
+        let old = c.seal_unbound("secret");
+        assert_eq!(c.open_unbound(&old).unwrap(), "secret");
+        assert!(c.open(&old, t, &r).is_err());
     }
 
     #[test]
     fn tampering_and_wrong_keys_are_detected() {
         let c = PasswordCipher::from_base64(KEY).unwrap();
-        let mut sealed = c.seal("secret");
+        let (t, r) = (TenantId::new(), role("tenant_a"));
+        let mut sealed = c.seal(t, &r, "secret");
         *sealed.last_mut().unwrap() ^= 1;
-        assert!(c.open(&sealed).is_err());
+        assert!(c.open(&sealed, t, &r).is_err());
         let other =
             PasswordCipher::from_base64("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=").unwrap();
-        assert!(other.open(&c.seal("secret")).is_err());
-        assert!(c.open(b"short").is_err());
+        assert!(other.open(&c.seal(t, &r, "secret"), t, &r).is_err());
+        assert!(c.open(b"short", t, &r).is_err());
+        assert!(c.open(&[], t, &r).is_err());
     }
 
     #[test]

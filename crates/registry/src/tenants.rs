@@ -19,7 +19,12 @@ pub const TENANT_COLUMNS: &str = "t.id, t.clerk_org_id, t.slug, t.name, t.status
     t.desired_state, t.plan, t.db_host_id, h.name AS db_host, h.host AS db_host_address, \
     h.port AS db_host_port, t.db_name, t.db_role, \
     t.template_version, t.attempts, t.next_attempt_at, t.last_error, t.source_updated_at, \
-    t.created_at, t.updated_at, t.deleted_at, t.purge_after, t.metadata, t.db_password_enc";
+    t.created_at, t.updated_at, t.deleted_at, t.purge_after, t.metadata, t.db_password_enc, \
+    t.privilege_model, t.limits_applied";
+
+/// The privilege model the reconciler brings tenant databases to (see the
+/// provisioner's `privileges` module). Tenants below it are upgraded.
+pub const PRIVILEGE_MODEL: i32 = 1;
 
 /// `FROM` clause matching [`TENANT_COLUMNS`].
 pub const TENANT_FROM: &str = "tenant_registry t LEFT JOIN db_hosts h ON h.id = t.db_host_id";
@@ -48,6 +53,10 @@ pub struct Tenant {
     pub deleted_at: Option<DateTime<Utc>>,
     pub purge_after: Option<DateTime<Utc>>,
     pub metadata: Value,
+    /// The privilege model its database was last brought to.
+    pub privilege_model: i32,
+    /// The fingerprint of the plan limits last applied to its role.
+    pub limits_applied: Option<String>,
     #[serde(skip)]
     pub db_password_enc: Option<Vec<u8>>,
 }
@@ -137,6 +146,8 @@ impl Tenant {
             deleted_at: r.try_get("deleted_at")?,
             purge_after: r.try_get("purge_after")?,
             metadata: r.try_get("metadata")?,
+            privilege_model: r.try_get("privilege_model")?,
+            limits_applied: r.try_get("limits_applied")?,
             db_password_enc: r.try_get("db_password_enc")?,
         })
     }
@@ -472,7 +483,7 @@ pub fn credentials(
     cipher: &PasswordCipher,
     tenant: &Tenant,
 ) -> Result<TenantCredentials, CredentialsError> {
-    let (Some(p), Some(sealed)) = (&tenant.placement, &tenant.db_password_enc) else {
+    let Some(p) = &tenant.placement else {
         return Err(CredentialsError::NotPlaced(tenant.id));
     };
     Ok(TenantCredentials {
@@ -480,8 +491,21 @@ pub fn credentials(
         port: p.port,
         dbname: p.database.clone(),
         role: p.role.clone(),
-        password: cipher.open(sealed)?,
+        password: password(cipher, tenant)?,
     })
+}
+
+/// The tenant's role password, decrypted. A password sealed before sealing
+/// was bound to the tenant opens only while the tenant is on the old
+/// privilege model; the reconciler re-seals it when it upgrades the tenant.
+pub fn password(cipher: &PasswordCipher, tenant: &Tenant) -> Result<String, CredentialsError> {
+    let (Some(p), Some(sealed)) = (&tenant.placement, &tenant.db_password_enc) else {
+        return Err(CredentialsError::NotPlaced(tenant.id));
+    };
+    match cipher.open(sealed, tenant.id, &p.role) {
+        Err(_) if tenant.privilege_model < PRIVILEGE_MODEL => Ok(cipher.open_unbound(sealed)?),
+        other => Ok(other?),
+    }
 }
 
 /// How many tenants are in each status (every status, zeros included).

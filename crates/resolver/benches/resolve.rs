@@ -180,6 +180,7 @@ impl Fixture {
                 max_attempts: 3,
                 backoff_base: Duration::from_millis(10),
                 backoff_max: Duration::from_millis(50),
+                plans: Default::default(),
                 pause_at: None,
             },
         );

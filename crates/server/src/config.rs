@@ -2,12 +2,13 @@
 //! documents every key) -> an optional TOML file -> `TENANT_PLANE__A__B`
 //! environment variables. Validated after loading; errors name the key.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use model::naming::TenantPrefix;
+use provisioner::limits::{Limits, Plans};
 use registry::crypto::PasswordCipher;
 use registry::pool::{self, PoolOptions};
 use secrecy::{ExposeSecret, SecretString};
@@ -43,7 +44,39 @@ pub struct Settings {
     pub worker: WorkerSettings,
     #[serde(default)]
     pub hosts: HashMap<String, HostSecret>,
+    /// Per-tenant limits by plan name (the registry's `plan` column).
+    #[serde(default)]
+    pub plans: BTreeMap<String, PlanSettings>,
     pub log: LogSettings,
+}
+
+/// The limits of one plan, applied to each of its tenants' login role.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSettings {
+    pub connection_limit: i32,
+    #[serde(default, with = "humantime_serde")]
+    pub statement_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    pub idle_in_transaction_session_timeout: Option<Duration>,
+    /// Like PostgreSQL's: a number with kB, MB, GB or TB.
+    #[serde(default)]
+    pub temp_file_limit: Option<String>,
+}
+
+/// A size as PostgreSQL writes one (`1024kB`, `512MB`, `2GB`, `1TB`), in kB.
+fn kilobytes(text: &str) -> Option<u64> {
+    let text = text.trim();
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (number, unit) = text.split_at(digits);
+    let factor = match unit.trim() {
+        "kB" => 1,
+        "MB" => 1024,
+        "GB" => 1024 * 1024,
+        "TB" => 1024 * 1024 * 1024,
+        _ => return None,
+    };
+    number.parse::<u64>().ok()?.checked_mul(factor)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -300,6 +333,36 @@ impl Settings {
             connect_timeout: self.database.connect_timeout,
             wait_timeout: self.database.acquire_timeout,
         }
+    }
+
+    /// The plans, validated.
+    pub fn plans(&self) -> Result<Plans, ConfigError> {
+        let mut plans = BTreeMap::new();
+        for (name, p) in &self.plans {
+            if p.connection_limit < 1 {
+                return Err(ConfigError::Invalid {
+                    key: "plans.*.connection_limit",
+                    reason: format!("plan {name:?}: must be at least 1"),
+                });
+            }
+            let temp_file_limit_kb = match &p.temp_file_limit {
+                None => None,
+                Some(text) => Some(kilobytes(text).ok_or_else(|| ConfigError::Invalid {
+                    key: "plans.*.temp_file_limit",
+                    reason: format!("plan {name:?}: {text:?} is not a size such as 512MB or 2GB"),
+                })?),
+            };
+            plans.insert(
+                name.clone(),
+                Limits {
+                    connection_limit: p.connection_limit,
+                    statement_timeout: p.statement_timeout,
+                    idle_in_transaction_session_timeout: p.idle_in_transaction_session_timeout,
+                    temp_file_limit_kb,
+                },
+            );
+        }
+        Ok(Plans::new(plans))
     }
 
     pub fn prefix(&self) -> Result<TenantPrefix, ConfigError> {

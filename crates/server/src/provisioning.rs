@@ -86,6 +86,7 @@ pub fn reconciler(settings: &Settings, pool: Pool) -> anyhow::Result<Arc<Reconci
             max_attempts: settings.worker.max_attempts,
             backoff_base: settings.worker.backoff_base,
             backoff_max: settings.worker.backoff_max,
+            plans: settings.plans()?,
             pause_at: std::env::var(PAUSE_AT_ENV).ok().filter(|s| !s.is_empty()),
         },
     )))

@@ -8,30 +8,61 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use model::{DesiredState, PgIdent, TenantId, TenantStatus};
 use rand::Rng;
-use registry::tenants::{notify_changed, record_event, Tenant, TENANT_COLUMNS, TENANT_FROM};
+use registry::tenants::{
+    notify_changed, record_event, Tenant, PRIVILEGE_MODEL, TENANT_COLUMNS, TENANT_FROM,
+};
 use registry::RegistryError;
 use serde_json::json;
 use uuid::Uuid;
 
+use crate::limits::Plans;
+
 pub(super) const ACTOR: &str = "reconciler";
+
+/// Tenants that need work: those away from their desired state (failed
+/// ones only towards deletion), and active ones whose database is behind
+/// the privilege model or whose role is behind its plan's limits ($1, $2).
+const NEEDS_WORK: &str = "((t.status <> t.desired_state
+                           AND (t.status <> 'failed' OR t.desired_state = 'deleted'))
+                          OR (t.status = 'active' AND t.desired_state = 'active'
+                              AND (t.privilege_model < $1
+                                   OR t.limits_applied IS DISTINCT FROM ($2::jsonb ->> t.plan))))";
 
 /// Picks the next tenant that needs work and locks it for the rest of `tx`
 /// (`SKIP LOCKED`, so any number of workers can run).
-pub(super) async fn pick(tx: &Transaction<'_>) -> Result<Option<Tenant>, RegistryError> {
+pub(super) async fn pick(
+    tx: &Transaction<'_>,
+    plans: &Plans,
+) -> Result<Option<Tenant>, RegistryError> {
     let claim = format!(
         "SELECT {TENANT_COLUMNS} FROM {TENANT_FROM}
-          WHERE t.status <> t.desired_state
-            AND (t.status <> 'failed' OR t.desired_state = 'deleted')
-            AND t.next_attempt_at <= now()
+          WHERE {NEEDS_WORK} AND t.next_attempt_at <= now()
           ORDER BY t.next_attempt_at
           LIMIT 1
           FOR UPDATE OF t SKIP LOCKED"
     );
-    tx.query_opt(&claim, &[])
+    tx.query_opt(&claim, &[&PRIVILEGE_MODEL, &plans.fingerprints()])
         .await?
         .as_ref()
         .map(Tenant::from_row)
         .transpose()
+}
+
+/// How long until the earliest attempt that is due later (a tenant backing
+/// off after a failure), if any: idle workers wake up for it.
+pub(super) async fn next_due(
+    tx: &Transaction<'_>,
+    plans: &Plans,
+) -> Result<Option<std::time::Duration>, RegistryError> {
+    let sql = format!(
+        "SELECT extract(epoch FROM min(t.next_attempt_at) - now())::float8 AS secs
+           FROM tenant_registry t WHERE {NEEDS_WORK}"
+    );
+    let secs: Option<f64> = tx
+        .query_one(&sql, &[&PRIVILEGE_MODEL, &plans.fingerprints()])
+        .await?
+        .get("secs");
+    Ok(secs.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))))
 }
 
 /// Locks a claimed tenant again for the work phase, unless another worker
@@ -39,17 +70,21 @@ pub(super) async fn pick(tx: &Transaction<'_>) -> Result<Option<Tenant>, Registr
 pub(super) async fn relock(
     tx: &Transaction<'_>,
     tenant: TenantId,
+    plans: &Plans,
 ) -> Result<Option<Tenant>, RegistryError> {
     let relock = format!(
         "SELECT {TENANT_COLUMNS} FROM {TENANT_FROM}
-          WHERE t.id = $1 AND t.status <> t.desired_state
+          WHERE t.id = $3 AND {NEEDS_WORK}
           FOR UPDATE OF t SKIP LOCKED"
     );
-    tx.query_opt(&relock, &[tenant.uuid_ref()])
-        .await?
-        .as_ref()
-        .map(Tenant::from_row)
-        .transpose()
+    tx.query_opt(
+        &relock,
+        &[&PRIVILEGE_MODEL, &plans.fingerprints(), tenant.uuid_ref()],
+    )
+    .await?
+    .as_ref()
+    .map(Tenant::from_row)
+    .transpose()
 }
 
 /// Records the transitional status and, for an active goal, the placement
@@ -92,11 +127,23 @@ pub(super) async fn record_claim(
     Ok(())
 }
 
+/// The privilege model and plan limits, as a work phase applied them.
+pub(super) struct ModelApplied {
+    pub limits: String,
+    /// The password sealed again, bound to the tenant (for tenants whose
+    /// password was sealed before binding).
+    pub resealed: Option<Vec<u8>>,
+    /// What moving the database to the model moved or dropped.
+    pub changed: Vec<String>,
+}
+
 /// What a successful work phase leaves behind.
 pub(super) enum Progress {
     Reached {
         status: TenantStatus,
         template_version: Option<i32>,
+        /// Set when the database was brought to the privilege model.
+        model: Option<ModelApplied>,
     },
     /// Deleted, and waiting for the retention period to end.
     Retained { purge_after: DateTime<Utc> },
@@ -111,15 +158,23 @@ pub(super) async fn record_progress(
         Progress::Reached {
             status,
             template_version,
+            model,
         } => {
             let deleted = status == TenantStatus::Deleted;
+            let (limits, resealed, changed) = match &model {
+                Some(m) => (Some(&m.limits), m.resealed.as_ref(), Some(&m.changed)),
+                None => (None, None, None),
+            };
             tx.execute(
                 "UPDATE tenant_registry
                     SET status = $2, attempts = 0, last_error = NULL, next_attempt_at = now(),
                         template_version = coalesce($3, template_version),
                         purge_after = CASE WHEN $4 THEN purge_after END,
                         deleted_at = CASE WHEN $4 THEN now() END,
-                        db_password_enc = CASE WHEN $4 THEN NULL ELSE db_password_enc END,
+                        db_password_enc = CASE WHEN $4 THEN NULL
+                                               ELSE coalesce($7, db_password_enc) END,
+                        privilege_model = CASE WHEN $5 THEN $8 ELSE privilege_model END,
+                        limits_applied = coalesce($6, limits_applied),
                         updated_at = now()
                   WHERE id = $1",
                 &[
@@ -127,10 +182,18 @@ pub(super) async fn record_progress(
                     &status.as_str(),
                     &template_version,
                     &deleted,
+                    &model.is_some(),
+                    &limits,
+                    &resealed,
+                    &PRIVILEGE_MODEL,
                 ],
             )
             .await?;
-            (status, json!({ "template_version": template_version }))
+            let mut detail = json!({ "template_version": template_version });
+            if let Some(changed) = changed.filter(|c| !c.is_empty()) {
+                detail["privilege_model"] = json!({ "to": PRIVILEGE_MODEL, "changed": changed });
+            }
+            (status, detail)
         }
         Progress::Retained { purge_after } => {
             tx.execute(
@@ -147,7 +210,9 @@ pub(super) async fn record_progress(
             )
         }
     };
-    if status != t.status || t.purge_after.is_none() && status == TenantStatus::Deleting {
+    let repaired = status == t.status && t.privilege_model < PRIVILEGE_MODEL;
+    if status != t.status || repaired || t.purge_after.is_none() && status == TenantStatus::Deleting
+    {
         record_event(
             tx,
             t.id,
@@ -186,7 +251,10 @@ pub(super) async fn record_failure(
     retry: Retry,
 ) -> Result<TenantStatus, RegistryError> {
     let attempts = t.attempts + 1;
-    let give_up = attempts >= retry.max_attempts;
+    // A tenant that is active and should be keeps answering while its
+    // repair (privilege model, limits) is retried: it never turns failed.
+    let repairing = t.status == TenantStatus::Active && t.desired_state == DesiredState::Active;
+    let give_up = attempts >= retry.max_attempts && !repairing;
     let status = if give_up {
         TenantStatus::Failed
     } else {
@@ -224,9 +292,11 @@ pub(super) async fn record_failure(
     Ok(status)
 }
 
-/// The status a goal passes through while the reconciler works on it.
-pub(super) fn transitional(goal: DesiredState) -> TenantStatus {
-    match goal {
+/// The status a goal passes through while the reconciler works on it. An
+/// active tenant that is only repaired stays active.
+pub(super) fn transitional(t: &Tenant) -> TenantStatus {
+    match t.desired_state {
+        DesiredState::Active if t.status == TenantStatus::Active => TenantStatus::Active,
         DesiredState::Active => TenantStatus::Provisioning,
         DesiredState::Suspended => TenantStatus::Suspending,
         DesiredState::Deleted => TenantStatus::Deleting,

@@ -21,9 +21,10 @@ use std::time::Duration;
 
 use chrono::Utc;
 use deadpool_postgres::{Pool, Transaction};
-use model::{DesiredState, TenantId, TenantPrefix, TenantStatus};
+use model::{DesiredState, PgIdent, TenantId, TenantPrefix, TenantStatus};
 use registry::crypto::{random_password, CryptoError, PasswordCipher};
 use registry::hosts::{self, DbHost};
+use registry::tenants::{CredentialsError, PRIVILEGE_MODEL};
 use registry::tenants::{Placement, Tenant};
 use registry::{template_versions, RegistryError};
 
@@ -32,6 +33,8 @@ use ledger::{Progress, Retry};
 
 use crate::connector::{HostConnector, HostError};
 use crate::host_ops::{self, HostSqlError};
+use crate::limits::{Plans, UnknownPlan};
+use crate::privileges;
 use crate::template::{self, TemplateError, TemplateReport, Templates};
 
 #[derive(Debug, Clone)]
@@ -43,6 +46,8 @@ pub struct ReconcilerSettings {
     pub max_attempts: i32,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Per-plan limits of tenant roles.
+    pub plans: Plans,
     /// Test hook: stop (and wait to be killed) when this step is reached.
     pub pause_at: Option<String>,
 }
@@ -66,13 +71,33 @@ enum StepError {
     NoCapacity,
     #[error("tenant row is inconsistent: {0}")]
     Inconsistent(&'static str),
+    #[error(transparent)]
+    Plan(#[from] UnknownPlan),
+    #[error(
+        "the registry names database {database:?} and role {role:?}, but this tenant's are \
+         {expected:?} (tenants.prefix {prefix:?}); refusing to touch them"
+    )]
+    ForeignNames {
+        database: String,
+        role: String,
+        expected: String,
+        prefix: String,
+    },
+}
+
+/// The names a tenant's work may touch: all derived from its id.
+struct Names {
+    database: PgIdent,
+    role: PgIdent,
+    owner: PgIdent,
 }
 
 /// The result of one pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pass {
-    /// Nothing needed work.
-    Idle,
+    /// Nothing needs work now; `next_due` is how long until an attempt
+    /// that backs off is due, if one is.
+    Idle { next_due: Option<Duration> },
     /// Another worker holds the tenant that was claimed.
     Contended,
     /// A tenant was worked on; `status` is where it is now.
@@ -148,7 +173,7 @@ impl Reconciler {
         let mut worked = 0;
         loop {
             match self.run_once().await? {
-                Pass::Idle => return Ok(worked),
+                Pass::Idle { .. } => return Ok(worked),
                 Pass::Contended => tokio::task::yield_now().await,
                 Pass::Worked { .. } => worked += 1,
             }
@@ -166,8 +191,9 @@ impl Reconciler {
 
         // Phase 1: claim.
         let tx = client.transaction().await?;
-        let Some(tenant) = ledger::pick(&tx).await? else {
-            return Ok(Pass::Idle);
+        let Some(tenant) = ledger::pick(&tx, &self.settings.plans).await? else {
+            let next_due = ledger::next_due(&tx, &self.settings.plans).await?;
+            return Ok(Pass::Idle { next_due });
         };
         let span = tracing::Span::current();
         span.record("tenant_id", tracing::field::display(tenant.id));
@@ -191,7 +217,7 @@ impl Reconciler {
 
         // Phase 2: work.
         let tx = client.transaction().await?;
-        let Some(tenant) = ledger::relock(&tx, tenant.id).await? else {
+        let Some(tenant) = ledger::relock(&tx, tenant.id, &self.settings.plans).await? else {
             return Ok(Pass::Contended);
         };
         let progress = match tenant.desired_state {
@@ -216,7 +242,7 @@ impl Reconciler {
     /// on a server.
     #[tracing::instrument(name = "claim", skip_all)]
     async fn claim(&self, tx: &Transaction<'_>, t: &Tenant) -> Result<(), StepError> {
-        let transitional = ledger::transitional(t.desired_state);
+        let transitional = ledger::transitional(t);
         let mut host_id = t.placement.as_ref().map(|p| p.host_id);
         let mut password = t.db_password_enc.clone();
         if t.desired_state == DesiredState::Active {
@@ -226,7 +252,8 @@ impl Reconciler {
                 host_id = Some(host.id);
             }
             if password.is_none() {
-                password = Some(self.cipher.seal(&random_password()));
+                let role = self.settings.prefix.tenant_ident(t.id);
+                password = Some(self.cipher.seal(t.id, &role, &random_password()));
             }
         }
         let name = host_id.map(|_| self.settings.prefix.tenant_ident(t.id));
@@ -242,6 +269,25 @@ impl Reconciler {
         Ok(())
     }
 
+    /// The tenant's names, checked against the ones its id derives: work on
+    /// a host only ever touches those.
+    fn names(&self, t: &Tenant, p: &Placement) -> Result<Names, StepError> {
+        let expected = self.settings.prefix.tenant_ident(t.id);
+        if p.database != expected || p.role != expected {
+            return Err(StepError::ForeignNames {
+                database: p.database.as_str().to_owned(),
+                role: p.role.as_str().to_owned(),
+                expected: expected.as_str().to_owned(),
+                prefix: self.settings.prefix.as_str().to_owned(),
+            });
+        }
+        Ok(Names {
+            database: p.database.clone(),
+            role: p.role.clone(),
+            owner: self.settings.prefix.owner_ident(t.id),
+        })
+    }
+
     /// The tenant's host row, for a placed tenant.
     async fn host_of(&self, tx: &Transaction<'_>, p: &Placement) -> Result<DbHost, StepError> {
         hosts::get_by_id(tx, p.host_id)
@@ -254,13 +300,13 @@ impl Reconciler {
         let p = t.placement.as_ref().ok_or(StepError::Inconsistent(
             "claimed for activation but not placed",
         ))?;
+        let names = self.names(t, p)?;
+        let limits = self.settings.plans.get(&t.plan)?;
         let host = self.host_of(tx, p).await?;
-        let (db, role) = (&p.database, &p.role);
-        let sealed = t
-            .db_password_enc
-            .as_deref()
-            .ok_or(StepError::Inconsistent("no sealed password"))?;
-        let password = self.cipher.open(sealed)?;
+        let password = registry::tenants::password(&self.cipher, t).map_err(|e| match e {
+            CredentialsError::Crypto(e) => StepError::Crypto(e),
+            CredentialsError::NotPlaced(_) => StepError::Inconsistent("no sealed password"),
+        })?;
         let admin = self.connector.connect(&host, "postgres").await?;
 
         let template = self.settings.prefix.template_ident();
@@ -268,24 +314,42 @@ impl Reconciler {
             self.build_template(&host).await?;
         }
 
-        host_ops::ensure_login_role(&admin, role, &password).await?;
+        host_ops::ensure_owner_role(&admin, &names.owner).await?;
+        host_ops::ensure_login_role(&admin, &names.role, &password, limits).await?;
         self.pause_at("role").await;
 
-        if !host_ops::database_exists(&admin, db).await? {
+        if !host_ops::database_exists(&admin, &names.database).await? {
             template_versions::lock_for_clone(tx, host.id).await?;
-            host_ops::create_database(&admin, db, &template, role).await?;
+            host_ops::create_database(&admin, &names.database, &template, &names.owner).await?;
         }
         self.pause_at("database").await;
 
-        host_ops::grant_database(&admin, db, role).await?;
-        let tenant_db = self.connector.connect(&host, db.as_str()).await?;
-        host_ops::grant_schema(&tenant_db, role).await?;
-        let version = host_ops::template_version_of(&tenant_db).await?;
+        // Nobody but the admin reaches the database until its privileges
+        // are set; then the tenant's role may connect.
+        host_ops::secure_database(&admin, &names.database, &names.owner, &names.role).await?;
+        let mut tenant_db = self
+            .connector
+            .connect(&host, names.database.as_str())
+            .await?;
+        let changed = privileges::apply(&mut tenant_db, &names.owner, &names.role).await?;
+        if !changed.is_empty() {
+            tracing::warn!(?changed, "moved the tenant database to the privilege model");
+        }
+        let version = privileges::template_version(&tenant_db).await?;
+        drop(tenant_db);
         self.pause_at("grants").await;
+        host_ops::open_database(&admin, &names.database, &names.role).await?;
 
         Ok(Progress::Reached {
             status: TenantStatus::Active,
             template_version: Some(version),
+            model: Some(ledger::ModelApplied {
+                limits: limits.fingerprint(),
+                // Sealed again, bound to the tenant, when it came from before.
+                resealed: (t.privilege_model < PRIVILEGE_MODEL)
+                    .then(|| self.cipher.seal(t.id, &names.role, &password)),
+                changed,
+            }),
         })
     }
 
@@ -296,13 +360,15 @@ impl Reconciler {
         t: &Tenant,
     ) -> Result<Progress, StepError> {
         if let Some(p) = &t.placement {
+            let names = self.names(t, p)?;
             let host = self.host_of(tx, p).await?;
             let admin = self.connector.connect(&host, "postgres").await?;
-            host_ops::disable_role(&admin, &p.role).await?;
+            host_ops::disable_role(&admin, &names.role).await?;
         }
         Ok(Progress::Reached {
             status: TenantStatus::Suspended,
             template_version: None,
+            model: None,
         })
     }
 
@@ -313,11 +379,13 @@ impl Reconciler {
             return Ok(Progress::Reached {
                 status: TenantStatus::Deleted,
                 template_version: None,
+                model: None,
             });
         };
+        let names = self.names(t, p)?;
         let host = self.host_of(tx, p).await?;
         let admin = self.connector.connect(&host, "postgres").await?;
-        host_ops::disable_role(&admin, &p.role).await?;
+        host_ops::disable_role(&admin, &names.role).await?;
         self.pause_at("disabled").await;
 
         let purge_after = t.purge_after.unwrap_or_else(|| {
@@ -328,13 +396,18 @@ impl Reconciler {
         if purge_after > Utc::now() {
             return Ok(Progress::Retained { purge_after });
         }
-        host_ops::drop_database(&admin, &p.database).await?;
+        host_ops::drop_database(&admin, &names.database).await?;
         self.pause_at("dropped_database").await;
-        host_ops::drop_role(&admin, &p.role).await?;
-        tracing::info!(db = p.database.as_str(), "dropped tenant database and role");
+        host_ops::drop_role(&admin, &names.role).await?;
+        host_ops::drop_role(&admin, &names.owner).await?;
+        tracing::info!(
+            db = names.database.as_str(),
+            "dropped tenant database and roles"
+        );
         Ok(Progress::Reached {
             status: TenantStatus::Deleted,
             template_version: None,
+            model: None,
         })
     }
 

@@ -44,18 +44,23 @@ impl Reconciler {
                         let notified = wake.notified();
                         tokio::pin!(notified);
                         notified.as_mut().enable();
+                        // How long to sleep, unless woken: until the poll, or
+                        // until a tenant backing off after a failure is due.
                         let idle = match this.run_once().await {
-                            Ok(Pass::Worked { .. }) => false,
-                            Ok(Pass::Idle | Pass::Contended) => true,
+                            Ok(Pass::Worked { .. }) => None,
+                            Ok(Pass::Idle { next_due }) => {
+                                Some(next_due.map_or(poll_interval, |d| d.min(poll_interval)))
+                            }
+                            Ok(Pass::Contended) => Some(poll_interval),
                             Err(e) => {
                                 tracing::warn!(worker = n, error = %e, "reconciler pass failed");
-                                true
+                                Some(poll_interval)
                             }
                         };
-                        if idle {
+                        if let Some(sleep) = idle {
                             tokio::select! {
                                 _ = &mut notified => {}
-                                _ = tokio::time::sleep(poll_interval) => {}
+                                _ = tokio::time::sleep(sleep) => {}
                                 // A dropped sender means stop, as `true` does.
                                 changed = shutdown.changed() => if changed.is_err() { break },
                             }

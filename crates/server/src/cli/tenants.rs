@@ -282,11 +282,18 @@ async fn migrate(
     let pause_at = std::env::var(provisioning::PAUSE_AT_ENV).ok();
     let results: Vec<RolloutResult> = futures::stream::iter(todo)
         .map(|tenant| {
-            let (pool, connector, templates, bar, pause_at) =
-                (&pool, &connector, &templates, &bar, pause_at.as_deref());
+            let (pool, connector, templates, prefix, bar, pause_at) = (
+                &pool,
+                &connector,
+                &templates,
+                &prefix,
+                &bar,
+                pause_at.as_deref(),
+            );
             async move {
                 let outcome = async {
-                    let migrated = rollout::apply(pool, connector, templates, &tenant).await?;
+                    let migrated =
+                        rollout::apply(pool, connector, templates, prefix, &tenant).await?;
                     if pause_at == Some("rollout_applied") {
                         bar.suspend(|| eprintln!("tenant-plane: paused at step rollout_applied"));
                         std::future::pending::<()>().await;

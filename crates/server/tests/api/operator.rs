@@ -217,7 +217,7 @@ async fn v2_applications(app: &TestApp) -> Vec<i64> {
         counts.push(
             client
                 .query_one(
-                    "SELECT count(*) FROM tenant_plane_template_history WHERE version = 2",
+                    "SELECT count(*) FROM tenant_plane.template_history WHERE version = 2",
                     &[],
                 )
                 .await

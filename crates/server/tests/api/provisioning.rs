@@ -25,8 +25,8 @@ async fn organization_created_provisions_a_database_cloned_from_the_template() {
     assert!(db.starts_with(&app.prefix.prefix), "{db}");
     assert!(db.len() < 63);
 
-    // The database exists, is owned by the tenant role, and holds the
-    // template's tables.
+    // The database exists, is owned by the tenant's NOLOGIN owner role (the
+    // login role owns nothing), and holds the template's tables.
     let owner: String = app
         .client
         .query_one(
@@ -36,7 +36,7 @@ async fn organization_created_provisions_a_database_cloned_from_the_template() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(owner, role);
+    assert_eq!(owner, format!("{role}_owner"));
     let creds = app.credentials(ids.org_id.as_str()).await;
     let tenant = connect_as(&creds, &db)
         .await
@@ -60,16 +60,7 @@ async fn organization_created_provisions_a_database_cloned_from_the_template() {
         .iter()
         .map(|r| r.get(0))
         .collect();
-    assert_eq!(
-        tables,
-        [
-            "comments",
-            "members",
-            "projects",
-            "tasks",
-            "tenant_plane_template_history"
-        ]
-    );
+    assert_eq!(tables, ["comments", "members", "projects", "tasks",]);
     // The tenant role can use its tables.
     tenant
         .batch_execute(
