@@ -210,6 +210,14 @@ impl FakeClerk {
             .push(organization_object(id, name, slug, updated_at));
     }
 
+    /// Removes an organization, as deleting it in Clerk does: it is no
+    /// longer listed, and its endpoints answer 404.
+    pub fn remove_org(&self, id: &str) {
+        let mut d = self.data();
+        let i = d.org_index(id).expect("known org");
+        d.orgs.remove(i);
+    }
+
     /// Puts a user Ada Lovelace with the caller's id and primary `email`.
     pub fn put_user(&self, id: &str, email: &str, updated_at: i64) {
         let email_id = format!("idn_{}", id.trim_start_matches("user_"));

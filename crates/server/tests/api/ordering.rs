@@ -257,3 +257,60 @@ async fn concurrent_claims_of_one_slug_all_succeed_and_the_newest_holds_it() {
         .collect();
     assert_eq!(holders, [orgs.last().unwrap().org_id.to_string()]);
 }
+
+#[tokio::test]
+async fn deleting_an_organization_or_a_user_ends_their_memberships() {
+    let app = spawn_app().await;
+    let live = |m: String| {
+        let app = &app;
+        async move {
+            app.client
+                .query_one(
+                    "SELECT deleted_at IS NULL FROM organization_memberships
+                      WHERE clerk_membership_id = $1",
+                    &[&m],
+                )
+                .await
+                .unwrap()
+                .get::<_, bool>(0)
+        }
+    };
+    // Clerk sends no organizationMembership.deleted for these.
+    let (of_org, of_user) = (SampleIds::random(), SampleIds::random());
+    for ids in [&of_org, &of_user] {
+        for t in [
+            "organization.created",
+            "user.created",
+            "organizationMembership.created",
+        ] {
+            assert_eq!(
+                app.send(&SampleEvent::new(t, ids).unwrap()).await,
+                "applied",
+                "{t}"
+            );
+        }
+    }
+    assert!(live(of_org.membership_id.to_string()).await);
+    assert_eq!(
+        app.send(&SampleEvent::new("organization.deleted", &of_org).unwrap())
+            .await,
+        "applied"
+    );
+    assert!(
+        !live(of_org.membership_id.to_string()).await,
+        "ended with its organization"
+    );
+    assert!(
+        live(of_user.membership_id.to_string()).await,
+        "others untouched"
+    );
+    assert_eq!(
+        app.send(&SampleEvent::new("user.deleted", &of_user).unwrap())
+            .await,
+        "applied"
+    );
+    assert!(
+        !live(of_user.membership_id.to_string()).await,
+        "ended with its user"
+    );
+}

@@ -462,6 +462,87 @@ async fn the_extractor_hands_a_handler_its_tenant_connection() {
 }
 
 #[tokio::test]
+async fn the_axum_extractor_gives_the_same_connection_and_verdicts() {
+    use axum::body::{to_bytes, Body};
+    use axum::http::{Request, StatusCode};
+    use axum::routing::get;
+    use axum::{Json, Router};
+    use resolver::TenantConn;
+    use tower::ServiceExt;
+
+    async fn whoami(t: TenantConn) -> Json<Value> {
+        let row = t
+            .conn
+            .query_one("SELECT current_database(), current_user", &[])
+            .await
+            .unwrap();
+        Json(json!({
+            "tenant": t.tenant.id,
+            "db": row.get::<_, String>(0),
+            "role": row.get::<_, String>(1),
+        }))
+    }
+
+    let (app, issuer) = spawn_resolving_app(&[]).await;
+    let resolver = library_resolver(&app).await;
+    let ids = app.create_org("extracted by axum").await;
+    app.reconcile().await;
+    let t = app.registry_tenant(ids.org_id.as_str()).await;
+    let router = Router::new()
+        .route("/whoami", get(whoami))
+        .with_state(resolver);
+    let call = |header: Option<(&'static str, String)>| {
+        let router = router.clone();
+        async move {
+            let mut req = Request::get("/whoami");
+            if let Some((name, value)) = header {
+                req = req.header(name, value);
+            }
+            let res = router
+                .oneshot(req.body(Body::empty()).unwrap())
+                .await
+                .unwrap();
+            let status = res.status();
+            let retry_after = res.headers().get("retry-after").cloned();
+            let body: Value =
+                serde_json::from_slice(&to_bytes(res.into_body(), 1 << 20).await.unwrap()).unwrap();
+            (status, retry_after, body)
+        }
+    };
+    let token = sign(&v2_claims(&issuer, ids.org_id.as_str()));
+    for header in [
+        ("authorization", format!("Bearer {token}")),
+        ("cookie", format!("theme=dark; __session={token}")),
+    ] {
+        let (status, _, body) = call(Some(header)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(body["db"], json!(t.db_name().unwrap()));
+        assert_eq!(body["role"], json!(t.db_role().unwrap()));
+        assert_eq!(body["tenant"], json!(t.id.to_string()));
+    }
+    let (status, _, body) = call(None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "token_missing");
+    let expired = {
+        let mut c = v2_claims(&issuer, ids.org_id.as_str());
+        c["exp"] = json!(jwt::now() - 60);
+        sign(&c)
+    };
+    let (status, _, body) = call(Some(("authorization", format!("Bearer {expired}")))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "token_expired");
+
+    // A tenant still provisioning: 503 with Retry-After, as from actix.
+    let pending = app.create_org("not yet").await;
+    let token = sign(&v2_claims(&issuer, pending.org_id.as_str()));
+    let (status, retry_after, body) =
+        call(Some(("authorization", format!("Bearer {token}")))).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert_eq!(body["error"], "tenant_provisioning");
+    assert_eq!(retry_after.unwrap(), "2");
+}
+
+#[tokio::test]
 async fn unreachable_signing_keys_are_a_503_not_a_401() {
     let issuer = "http://127.0.0.1:1";
     let app = spawn_app_configured(|env| {

@@ -240,3 +240,81 @@ async fn write_back_puts_the_tenant_id_into_the_organization_metadata_once() {
         .count();
     assert_eq!(patches, 1);
 }
+
+/// Live (not soft-deleted) memberships of the directory.
+async fn live_memberships(app: &TestApp) -> Vec<String> {
+    app.client
+        .query(
+            "SELECT clerk_membership_id FROM organization_memberships
+              WHERE deleted_at IS NULL ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn sync_prune_soft_deletes_memberships_clerk_no_longer_has() {
+    let clerk = FakeClerk::start(SECRET_KEY).await;
+    clerk.put_org("org_team", "Team", "team", T0);
+    clerk.put_user("user_ada", "ada@example.com", T0);
+    clerk.put_membership("orgmem_kept", "org_team", "user_ada", "org:admin", T0);
+    let app = app_with(&clerk, &[]).await;
+    // A membership the webhooks delivered and Clerk has since lost.
+    let ids = SampleIds {
+        membership_id: "orgmem_lost".parse().unwrap(),
+        ..ids_for("org_team")
+    };
+    app.send(&SampleEvent::new("organizationMembership.created", &ids).unwrap())
+        .await;
+
+    let (code, out, err) = run(&app, &["sync"], &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        live_memberships(&app).await,
+        ["orgmem_kept", "orgmem_lost"],
+        "reported, not pruned"
+    );
+    let (code, out, err) = run(&app, &["sync", "--prune", "--json"], &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["memberships_pruned"], 1, "{report}");
+    assert_eq!(live_memberships(&app).await, ["orgmem_kept"]);
+}
+
+#[tokio::test]
+async fn write_back_takes_the_tenant_id_out_again_when_the_tenant_is_deleted() {
+    let clerk = FakeClerk::start(SECRET_KEY).await;
+    clerk.put_org("org_leaving", "Leaving", "leaving", T0);
+    clerk.put_org("org_vanished", "Vanished", "vanished", T0);
+    let app = app_with(&clerk, &[]).await;
+    let leaving = ids_for("org_leaving");
+    let vanished = ids_for("org_vanished");
+    for ids in [&leaving, &vanished] {
+        app.send(&SampleEvent::new("organization.created", ids).unwrap())
+            .await;
+    }
+    app.reconcile().await;
+    let client = app.settings.clerk_client().unwrap();
+    let pool = app.pool();
+    let write_back = || directory_sync::writeback::run_once(&pool, &client);
+    assert_eq!(write_back().await.unwrap(), 2);
+    assert!(clerk.org("org_leaving")["public_metadata"]["tenant_id"].is_string());
+
+    // One tenant is deleted by an operator while its organization lives on;
+    // the other's organization was deleted in Clerk (the API answers 404).
+    app.act("org_leaving", registry::tenants::Action::Delete)
+        .await;
+    clerk.remove_org("org_vanished");
+    app.delete_org(&vanished).await;
+    assert_eq!(write_back().await.unwrap(), 2);
+    assert_eq!(
+        clerk.org("org_leaving")["public_metadata"],
+        json!({}),
+        "tenant_id and tenant_slug removed"
+    );
+    assert_eq!(write_back().await.unwrap(), 0, "erased once");
+}
