@@ -13,7 +13,8 @@ use registry::hosts::{self, DbHost};
 use registry::tenants::{self, Placement, Tenant};
 use registry::{template_versions, RegistryError};
 
-use crate::connector::HostConnector;
+use crate::connector::{HostConnector, HostError};
+use crate::privileges;
 use crate::template::Templates;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -35,6 +36,22 @@ pub enum FindingKind {
     TemplateSkew,
     /// A host that could not be inspected.
     HostUnreachable,
+    /// Registry names that are not the ones the tenant's id and the
+    /// configured prefix derive: the reconciler refuses to touch them.
+    ForeignName,
+    /// The tenant's login role owns its database or objects in it.
+    TenantOwnsObjects,
+    /// The tenant's login role may create objects in a schema.
+    SchemaCreate,
+    /// Triggers or routines the template does not have: the tenant's own.
+    TenantCode,
+    /// The tenant database's own history disagrees with the registry.
+    TemplateVersionMismatch,
+    /// Any role may connect to a maintenance database (`postgres`,
+    /// `template1`); `tenant-plane hosts harden` revokes it.
+    MaintenanceDatabaseOpen,
+    /// The tenant database could not be inspected.
+    TenantUnreachable,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -121,12 +138,30 @@ pub async fn diagnose(
                 continue;
             }
         };
+        // What the registry expects to exist on this host, looked up by the
+        // names it holds (whatever prefix they were made with), beside
+        // everything under the configured prefix (for orphans).
+        let live: Vec<(&Tenant, &Placement)> = rows
+            .iter()
+            .filter_map(|(t, _)| Some((t, t.placement.as_ref()?)))
+            .filter(|(t, p)| p.host_id == host.id && t.status != TenantStatus::Deleted)
+            .collect();
+        let expected_dbs: HashSet<&str> = live.iter().map(|(_, p)| p.database.as_str()).collect();
+        let owners: Vec<String> = live
+            .iter()
+            .map(|(_, p)| format!("{}_owner", p.role.as_str()))
+            .collect();
+        let expected_roles: HashSet<&str> = live
+            .iter()
+            .map(|(_, p)| p.role.as_str())
+            .chain(owners.iter().map(String::as_str))
+            .collect();
         let pattern = prefix.like_pattern();
-        let names = |sql: &'static str| {
+        let names = |sql: &'static str, expected: Vec<String>| {
             let admin = &admin;
             let pattern = pattern.clone();
             async move {
-                admin.query(sql, &[&pattern]).await.map(|rows| {
+                admin.query(sql, &[&pattern, &expected]).await.map(|rows| {
                     rows.iter()
                         .map(|r| r.get::<_, String>(0))
                         .collect::<HashSet<_>>()
@@ -134,19 +169,20 @@ pub async fn diagnose(
             }
         };
         let (Ok(databases), Ok(roles)) = (
-            names("SELECT datname FROM pg_database WHERE datname LIKE $1").await,
-            names("SELECT rolname FROM pg_roles WHERE rolname LIKE $1").await,
+            names(
+                "SELECT datname FROM pg_database WHERE datname LIKE $1 OR datname = ANY($2)",
+                expected_dbs.iter().map(|s| s.to_string()).collect(),
+            )
+            .await,
+            names(
+                "SELECT rolname FROM pg_roles WHERE rolname LIKE $1 OR rolname = ANY($2)",
+                expected_roles.iter().map(|s| s.to_string()).collect(),
+            )
+            .await,
         ) else {
             continue;
         };
-        // What the registry expects to exist on this host.
-        let live: Vec<(&Tenant, &Placement)> = rows
-            .iter()
-            .filter_map(|(t, _)| Some((t, t.placement.as_ref()?)))
-            .filter(|(t, p)| p.host_id == host.id && t.status != TenantStatus::Deleted)
-            .collect();
-        let expected_dbs: HashSet<&str> = live.iter().map(|(_, p)| p.database.as_str()).collect();
-        let expected_roles: HashSet<&str> = live.iter().map(|(_, p)| p.role.as_str()).collect();
+        findings.extend(maintenance_databases(&admin, host).await);
         let template_name = prefix.template_ident();
         for db in &databases {
             if prefix.owns_tenant_name(db)
@@ -157,8 +193,27 @@ pub async fn diagnose(
             }
         }
         for role in &roles {
-            if prefix.owns_tenant_name(role) && !expected_roles.contains(role.as_str()) {
+            let ours = prefix.owns_tenant_name(role) || prefix.owns_owner_name(role);
+            if ours && !expected_roles.contains(role.as_str()) {
                 findings.push(orphan(FindingKind::OrphanRole, host, role));
+            }
+        }
+        for (row, p) in &live {
+            let expected = prefix.tenant_ident(row.id);
+            if p.database != expected || p.role != expected {
+                findings.push(Finding {
+                    kind: FindingKind::ForeignName,
+                    host: Some(host.name.clone()),
+                    tenant_id: Some(row.id.as_uuid()),
+                    name: Some(p.database.as_str().to_owned()),
+                    detail: format!(
+                        "registry names database {:?} and role {:?}; tenants.prefix {:?} gives {:?}",
+                        p.database.as_str(),
+                        p.role.as_str(),
+                        prefix.as_str(),
+                        expected.as_str()
+                    ),
+                });
             }
         }
         for (row, p) in live
@@ -172,6 +227,7 @@ pub async fn diagnose(
                     row,
                     p.database.as_str(),
                 ));
+                continue;
             }
             if !roles.contains(p.role.as_str()) {
                 findings.push(missing(
@@ -181,9 +237,120 @@ pub async fn diagnose(
                     p.role.as_str(),
                 ));
             }
+            findings.extend(inspect_tenant_database(connector, host, row, p).await);
         }
     }
     Ok(findings)
+}
+
+/// Any role may connect to `postgres` or `template1` on this host.
+async fn maintenance_databases(admin: &tokio_postgres::Client, host: &DbHost) -> Vec<Finding> {
+    let rows = admin
+        .query(
+            "SELECT datname::text FROM pg_database
+              WHERE datname IN ('postgres', 'template1')
+                AND has_database_privilege('public', oid, 'CONNECT')
+              ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
+    rows.iter()
+        .map(|r| Finding {
+            kind: FindingKind::MaintenanceDatabaseOpen,
+            host: Some(host.name.clone()),
+            tenant_id: None,
+            name: Some(r.get(0)),
+            detail: format!(
+                "PUBLIC may connect; `tenant-plane hosts harden {}` revokes it",
+                host.name
+            ),
+        })
+        .collect()
+}
+
+/// Inside one tenant database: does it hold to the privilege model, and
+/// does its own history agree with the registry?
+async fn inspect_tenant_database(
+    connector: &HostConnector,
+    host: &DbHost,
+    t: &Tenant,
+    p: &Placement,
+) -> Vec<Finding> {
+    let finding = |kind, detail: String| Finding {
+        kind,
+        host: Some(host.name.clone()),
+        tenant_id: Some(t.id.as_uuid()),
+        name: Some(p.database.as_str().to_owned()),
+        detail,
+    };
+    let checks = async {
+        let db = connector.connect(host, p.database.as_str()).await?;
+        privileges::pin_search_path(&db).await?;
+        let mut found = Vec::new();
+        let db_owner: String = db
+            .query_one(
+                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .map_err(crate::host_ops::sql("read the database owner"))?
+            .get(0);
+        let mut owned = privileges::owned_by(&db, &p.role).await?;
+        if db_owner == p.role.as_str() {
+            owned.insert(0, "the database itself".to_owned());
+        }
+        if !owned.is_empty() {
+            found.push(finding(
+                FindingKind::TenantOwnsObjects,
+                format!("the tenant's login role owns {}", owned.join(", ")),
+            ));
+        }
+        let creatable = privileges::creatable_schemas(&db, &p.role).await?;
+        if !creatable.is_empty() {
+            found.push(finding(
+                FindingKind::SchemaCreate,
+                format!(
+                    "the tenant's login role may create in schema {}",
+                    creatable.join(", ")
+                ),
+            ));
+        }
+        let code = privileges::tenant_code(&db, &p.role).await?;
+        if !code.is_empty() {
+            found.push(finding(
+                FindingKind::TenantCode,
+                format!("not from the template: {}", code.join(", ")),
+            ));
+        }
+        // A database on the first model keeps its history elsewhere; the
+        // reconciler moves it.
+        if t.privilege_model >= registry::tenants::PRIVILEGE_MODEL {
+            let version = privileges::template_version(&db).await?;
+            if Some(version) != t.template_version {
+                found.push(finding(
+                    FindingKind::TemplateVersionMismatch,
+                    format!(
+                        "the database's history shows v{version}, the registry v{}",
+                        t.template_version.unwrap_or(0)
+                    ),
+                ));
+            }
+        }
+        Ok::<_, InspectError>(found)
+    };
+    match checks.await {
+        Ok(found) => found,
+        Err(e) => vec![finding(FindingKind::TenantUnreachable, e.to_string())],
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum InspectError {
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Sql(#[from] crate::host_ops::HostSqlError),
 }
 
 fn orphan(kind: FindingKind, host: &DbHost, name: &str) -> Finding {

@@ -11,6 +11,7 @@
 
 pub mod connector;
 pub mod doctor;
+pub mod harden;
 mod host_ops;
 pub mod limits;
 pub mod privileges;

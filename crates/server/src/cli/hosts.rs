@@ -34,6 +34,15 @@ pub enum HostsCommand {
     Drain { name: String },
     /// Place new tenants on a drained host again.
     Undrain { name: String },
+    /// Close the host's maintenance databases (postgres, template1) to
+    /// PUBLIC, so tenant roles reach no database but their own. Shows what
+    /// it would run; --yes runs it. The admin keeps its own CONNECT.
+    Harden {
+        name: String,
+        /// Run the statements instead of only showing them.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 impl HostsCommand {
@@ -101,6 +110,23 @@ impl HostsCommand {
             HostsCommand::Drain { name } => set_state(&client, &name, HostState::Draining).await?,
             HostsCommand::Undrain { name } => {
                 set_state(&client, &name, HostState::Accepting).await?
+            }
+            HostsCommand::Harden { name, yes } => {
+                let Some(host) = hosts::get(&client, &name).await? else {
+                    bail!("no db host named {name:?} (see `tenant-plane hosts list`)");
+                };
+                let connector = crate::provisioning::host_connector(settings)?;
+                let statements =
+                    provisioner::harden::maintenance_databases(&connector, &host, yes).await?;
+                if statements.is_empty() {
+                    println!("host {name}: postgres and template1 are already closed to PUBLIC");
+                } else if yes {
+                    println!("host {name}: ran");
+                    statements.iter().for_each(|s| println!("  {s}"));
+                } else {
+                    println!("host {name}: would run (pass --yes to run it):");
+                    statements.iter().for_each(|s| println!("  {s}"));
+                }
             }
         }
         Ok(())

@@ -102,3 +102,198 @@ async fn doctor_reports_orphans_missing_stuck_and_failed_tenants() {
         "{table}"
     );
 }
+
+/// An admin connection to a tenant's database on the test server.
+async fn admin_in(app: &TestApp, db: &str) -> tokio_postgres::Client {
+    let mut config = app.db_config();
+    config.dbname(db);
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+#[tokio::test]
+async fn doctor_reports_tenants_off_the_privilege_model_and_names_it_did_not_derive() {
+    let app = spawn_app_with(&[]).await;
+    let drifted = app.create_org("drifted").await;
+    let renamed = app.create_org("renamed").await;
+    app.reconcile().await;
+    let (code, findings) = doctor(&app).await;
+    assert_eq!(
+        (code, &findings),
+        (0, &serde_json::json!([])),
+        "clean at first"
+    );
+
+    // Drift inside one tenant database, as the first privilege model left
+    // it or a hand-made change would: the tenant's login role owns the
+    // database, may create in public and has code of its own there; and
+    // its history disagrees with the registry.
+    let t = app.registry_tenant(drifted.org_id.as_str()).await;
+    let (db, role) = (t.db_name().unwrap(), t.db_role().unwrap());
+    admin_in(&app, db)
+        .await
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{db}\" OWNER TO \"{role}\";
+             GRANT CREATE ON SCHEMA public TO \"{role}\";"
+        ))
+        .await
+        .unwrap();
+    let creds = app.credentials(drifted.org_id.as_str()).await;
+    let tenant = crate::helpers::connect_as(&creds, db).await.unwrap();
+    tenant
+        .batch_execute(
+            "CREATE FUNCTION public.planted() RETURNS trigger LANGUAGE plpgsql
+               AS $$ BEGIN RETURN NEW; END $$;",
+        )
+        .await
+        .unwrap();
+    app.client
+        .execute(
+            "UPDATE tenant_registry SET template_version = 7 WHERE id = $1",
+            &[&t.id.as_uuid()],
+        )
+        .await
+        .unwrap();
+    // Another tenant's row names a database and role its id does not give.
+    app.client
+        .execute(
+            "UPDATE tenant_registry SET db_name = 'other_db', db_role = 'other_role'
+              WHERE clerk_org_id = $1",
+            &[&renamed.org_id.as_str()],
+        )
+        .await
+        .unwrap();
+
+    let (code, findings) = doctor(&app).await;
+    assert_eq!(code, 2, "{findings}");
+    assert_eq!(
+        kinds(&findings),
+        [
+            "foreign_name",
+            "missing_database",
+            // The prefix's database and role of `renamed` now belong to no row.
+            "orphan_database",
+            "orphan_role",
+            "orphan_role",
+            "schema_create",
+            "template_version_mismatch",
+            "tenant_code",
+            "tenant_owns_objects",
+        ],
+        "{findings:#}"
+    );
+    let text = findings.to_string();
+    assert!(text.contains("public.planted()"), "{text}");
+    assert!(text.contains("the database itself"), "{text}");
+    assert!(text.contains("v1, the registry v7"), "{text}");
+}
+
+#[tokio::test]
+async fn doctor_looks_tenants_up_by_their_registry_names_whatever_the_prefix() {
+    let app = spawn_app_with(&[]).await;
+    app.create_org("prefixed").await;
+    app.reconcile().await;
+    // Run with another prefix than the one the tenants were made with: their
+    // databases exist, so none is missing; the names are reported as not
+    // derived from the configured prefix.
+    let out = spawn_cli(
+        &app,
+        &["doctor", "--json"],
+        &[("TENANT_PLANE__TENANTS__PREFIX", "someone_else_")],
+    )
+    .wait_with_output()
+    .await
+    .unwrap();
+    let findings: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let k = kinds(&findings);
+    assert!(!k.contains(&"missing_database".to_owned()), "{findings:#}");
+    assert!(!k.contains(&"missing_role".to_owned()), "{findings:#}");
+    assert!(k.contains(&"foreign_name".to_owned()), "{findings:#}");
+}
+
+#[tokio::test]
+async fn hosts_harden_closes_maintenance_databases_to_tenant_roles() {
+    use registry::hosts::{self, HostState, NewHost};
+    let second: tokio_postgres::Config = testkit::second_admin_url().parse().unwrap();
+    let password = String::from_utf8(second.get_password().unwrap().to_vec()).unwrap();
+    let app = spawn_app_with(&[("TENANT_PLANE__HOSTS__SECOND__PASSWORD", &password)]).await;
+    let client = app.pool().get().await.unwrap();
+    let tokio_postgres::config::Host::Tcp(host) = &second.get_hosts()[0] else {
+        panic!("second server must be reached over TCP")
+    };
+    hosts::upsert(
+        &client,
+        &NewHost {
+            name: "second".into(),
+            host: host.clone(),
+            port: second.get_ports()[0],
+            admin_user: second.get_user().unwrap().into(),
+            capacity: 10,
+        },
+    )
+    .await
+    .unwrap();
+    hosts::set_state(&client, "default", HostState::Draining)
+        .await
+        .unwrap();
+    let ids = app.create_org("on the second host").await;
+    app.reconcile().await;
+    let creds = app.credentials(ids.org_id.as_str()).await;
+    assert_eq!(creds.port, second.get_ports()[0]);
+
+    // The second server as a fresh cluster has it: PUBLIC may connect to
+    // its maintenance databases, and so may the tenant.
+    let (admin, conn) = second.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    admin
+        .batch_execute(
+            "GRANT CONNECT ON DATABASE postgres TO PUBLIC;
+             GRANT CONNECT ON DATABASE template1 TO PUBLIC;",
+        )
+        .await
+        .unwrap();
+    assert!(crate::helpers::connect_as(&creds, "postgres").await.is_ok());
+    let (_, findings) = doctor(&app).await;
+    let open: Vec<&str> = findings
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["kind"] == "maintenance_database_open")
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(open, ["postgres", "template1"], "{findings:#}");
+
+    // Without --yes it only shows what it would run.
+    let (code, out, err) = crate::helpers::run_cli(&app, &["hosts", "harden", "second"], &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("would run") && out.contains("REVOKE CONNECT"),
+        "{out}"
+    );
+    assert!(crate::helpers::connect_as(&creds, "postgres").await.is_ok());
+
+    let (code, out, err) =
+        crate::helpers::run_cli(&app, &["hosts", "harden", "second", "--yes"], &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    for db in ["postgres", "template1"] {
+        let err = crate::helpers::connect_as(&creds, db).await.unwrap_err();
+        assert!(
+            err.to_string().contains("CONNECT") || format!("{err:?}").contains("CONNECT"),
+            "{db}: {err:?}"
+        );
+    }
+    // Its own database it still reaches, and the admin keeps its access.
+    crate::helpers::connect_as(&creds, creds.dbname.as_str())
+        .await
+        .unwrap();
+    let (_, findings) = doctor(&app).await;
+    assert!(
+        !findings.to_string().contains("maintenance_database_open"),
+        "{findings:#}"
+    );
+    let (code, out, _) = crate::helpers::run_cli(&app, &["hosts", "harden", "second"], &[]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("already closed"), "{out}");
+}
