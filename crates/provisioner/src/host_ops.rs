@@ -60,6 +60,55 @@ pub(crate) async fn ensure_owner_role(admin: &Client, owner: &PgIdent) -> Result
     }
 }
 
+/// Makes the admin able to act as `role` (own its objects, SET ROLE to it,
+/// create databases owned by it), as a host admin that is not a superuser
+/// must be: on PostgreSQL 16 and later a CREATEROLE admin holds only the
+/// ADMIN option on the roles it created, so it grants itself INHERIT and SET;
+/// on 15 a plain membership does. A superuser needs nothing.
+pub(crate) async fn ensure_admin_member(
+    admin: &Client,
+    role: &PgIdent,
+) -> Result<(), HostSqlError> {
+    let row = admin
+        .query_one(
+            "SELECT r.rolsuper, current_setting('server_version_num')::int >= 160000
+               FROM pg_roles r WHERE r.rolname = current_user",
+            &[],
+        )
+        .await
+        .map_err(sql("look up the admin"))?;
+    let (superuser, v16): (bool, bool) = (row.get(0), row.get(1));
+    if superuser {
+        return Ok(());
+    }
+    // Privileges without SET ROLE (USAGE), and SET ROLE itself: 'SET' is a
+    // privilege of its own from 16 on, membership before.
+    let can_set = if v16 { "SET" } else { "MEMBER" };
+    let able: bool = admin
+        .query_one(
+            &format!(
+                "SELECT pg_has_role(current_user, $1, 'USAGE')
+                    AND pg_has_role(current_user, $1, '{can_set}')"
+            ),
+            &[&role.as_str()],
+        )
+        .await
+        .map_err(sql("look up the admin's memberships"))?
+        .get(0);
+    if able {
+        return Ok(());
+    }
+    let grant = if v16 {
+        format!("GRANT {role} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE")
+    } else {
+        format!("GRANT {role} TO CURRENT_USER")
+    };
+    admin
+        .batch_execute(&grant)
+        .await
+        .map_err(sql("grant the admin the role"))
+}
+
 /// Creates the login role, or brings an existing one back to LOGIN with the
 /// password on record, and applies its plan's limits. The password goes over
 /// the wire as a SCRAM verifier, so the plaintext never reaches server logs.

@@ -208,6 +208,9 @@ pub async fn build(
     host_ops::ensure_owner_role(&admin, &owner)
         .await
         .map_err(prepare_err(host))?;
+    host_ops::ensure_admin_member(&admin, &owner)
+        .await
+        .map_err(prepare_err(host))?;
     // The template's owner, if it exists: a template built before the
     // owner role existed is owned by the admin and is brought to the model.
     let owned_by: Option<String> = admin

@@ -315,7 +315,13 @@ impl Reconciler {
         }
 
         host_ops::ensure_owner_role(&admin, &names.owner).await?;
+        host_ops::ensure_admin_member(&admin, &names.owner).await?;
         host_ops::ensure_login_role(&admin, &names.role, &password, limits).await?;
+        // Moving a database of the first model takes the login role's own
+        // objects from it.
+        if t.privilege_model < PRIVILEGE_MODEL {
+            host_ops::ensure_admin_member(&admin, &names.role).await?;
+        }
         self.pause_at("role").await;
 
         if !host_ops::database_exists(&admin, &names.database).await? {

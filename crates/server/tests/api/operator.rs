@@ -169,17 +169,17 @@ const V1: &str = include_str!("../../../../templates/tenant/V1__initial_schema.s
 const V2: &str = "CREATE TABLE labels (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL UNIQUE);";
 
 /// A template directory with V1 and a new V2, removed on drop.
-struct TemplateDir(PathBuf);
+pub(crate) struct TemplateDir(PathBuf);
 
 impl TemplateDir {
-    fn with_v2() -> Self {
+    pub(crate) fn with_v2() -> Self {
         let dir = std::env::temp_dir().join(format!("tp-rollout-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("V1__initial_schema.sql"), V1).unwrap();
         std::fs::write(dir.join("V2__labels.sql"), V2).unwrap();
         Self(dir)
     }
-    fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.0.to_str().unwrap()
     }
 }
