@@ -9,6 +9,7 @@
 //! state machine it records.
 #![forbid(unsafe_code)]
 
+pub mod admin_rights;
 pub mod connector;
 pub mod doctor;
 pub mod harden;

@@ -63,9 +63,27 @@ pub fn latest_version() -> u32 {
     embedded_versions().keys().copied().max().unwrap_or(0)
 }
 
+/// The advisory lock `migrate` holds, so that replicas starting at once
+/// migrate one after the other (the second finds nothing left to do).
+const MIGRATE_LOCK: i64 = 0x7470_6d69_6772_6174; // "tpmigrat"
+
 /// Applies every pending migration. Refuses to run over a schema that a newer
-/// binary migrated, or whose applied migrations were edited.
+/// binary migrated, or whose applied migrations were edited. Holds a session
+/// advisory lock meanwhile: concurrent `migrate`s wait for each other.
 pub async fn migrate(client: &mut Client) -> Result<Vec<u32>, SchemaError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATE_LOCK])
+        .await?;
+    let result = migrate_locked(client).await;
+    let unlocked = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATE_LOCK])
+        .await;
+    let applied = result?;
+    unlocked?;
+    Ok(applied)
+}
+
+async fn migrate_locked(client: &mut Client) -> Result<Vec<u32>, SchemaError> {
     match check(client).await {
         Ok(()) | Err(SchemaError::Unmigrated | SchemaError::Behind { .. }) => {}
         Err(e) => return Err(e),

@@ -322,3 +322,33 @@ async fn the_inbox_records_a_delivery_once_and_reads_it_back() {
         .unwrap()
         .is_empty());
 }
+
+#[tokio::test]
+async fn replicas_migrating_at_once_take_turns() {
+    let db = TestDatabase::empty().await;
+    let runs = (0..4).map(|_| {
+        let config = db.config();
+        tokio::spawn(async move {
+            let (mut client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+            tokio::spawn(conn);
+            registry::schema::migrate(&mut client).await
+        })
+    });
+    let mut applied = Vec::new();
+    for run in runs.collect::<Vec<_>>() {
+        applied.push(
+            run.await
+                .unwrap()
+                .expect("every replica's migrate succeeds"),
+        );
+    }
+    // Exactly one of them applied the migrations; the others found them done.
+    let latest = registry::schema::latest_version() as usize;
+    let mut counts: Vec<usize> = applied.iter().map(Vec::len).collect();
+    counts.sort();
+    assert_eq!(counts, [0, 0, 0, latest]);
+    let client = db.client().await;
+    registry::schema::check(&client)
+        .await
+        .expect("the schema is current");
+}

@@ -34,6 +34,14 @@ pub enum HostsCommand {
     Drain { name: String },
     /// Place new tenants on a drained host again.
     Undrain { name: String },
+    /// Check the host's admin has what tenant-plane needs (CREATEDB,
+    /// CREATEROLE, pg_signal_backend on PostgreSQL 15 to 18), in words.
+    /// Exits 2 when something required is missing.
+    Check {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Close the host's maintenance databases (postgres, template1) to
     /// PUBLIC, so tenant roles reach no database but their own. Shows what
     /// it would run; --yes runs it. The admin keeps its own CONNECT.
@@ -46,14 +54,15 @@ pub enum HostsCommand {
 }
 
 impl HostsCommand {
-    pub async fn run(self, settings: &Settings) -> anyhow::Result<()> {
+    pub async fn run(self, settings: &Settings) -> anyhow::Result<std::process::ExitCode> {
         let pool = crate::startup::control_pool(settings)?;
         let client = pool.get().await?;
         match self {
             HostsCommand::List { json } => {
                 let all = hosts::list(&client).await?;
                 if json {
-                    return print_json(&all);
+                    print_json(&all)?;
+                    return Ok(std::process::ExitCode::SUCCESS);
                 }
                 let rows: Vec<Vec<String>> = all
                     .iter()
@@ -111,6 +120,29 @@ impl HostsCommand {
             HostsCommand::Undrain { name } => {
                 set_state(&client, &name, HostState::Accepting).await?
             }
+            HostsCommand::Check { name, json } => {
+                let Some(host) = hosts::get(&client, &name).await? else {
+                    bail!("no db host named {name:?} (see `tenant-plane hosts list`)");
+                };
+                let connector = crate::provisioning::host_connector(settings)?;
+                let checks = provisioner::admin_rights::check(&connector, &host).await?;
+                let missing = checks.iter().any(|c| c.required && !c.ok);
+                if json {
+                    print_json(&checks)?;
+                } else {
+                    for c in &checks {
+                        let verdict = match (c.ok, c.required) {
+                            (true, _) => "ok",
+                            (false, true) => "MISSING",
+                            (false, false) => "advised",
+                        };
+                        println!("{verdict:<8} {:<20} {}", c.what, c.detail);
+                    }
+                }
+                if missing {
+                    return Ok(std::process::ExitCode::from(2));
+                }
+            }
             HostsCommand::Harden { name, yes } => {
                 let Some(host) = hosts::get(&client, &name).await? else {
                     bail!("no db host named {name:?} (see `tenant-plane hosts list`)");
@@ -129,7 +161,7 @@ impl HostsCommand {
                 }
             }
         }
-        Ok(())
+        Ok(std::process::ExitCode::SUCCESS)
     }
 }
 

@@ -109,7 +109,7 @@ impl Cli {
             Command::Migrate => migrate(&settings).await?,
             Command::Worker => worker(&settings).await?,
             Command::Template(TemplateCommand::Sync) => template_sync(&settings).await?,
-            Command::Hosts(cmd) => cmd.run(&settings).await?,
+            Command::Hosts(cmd) => return cmd.run(&settings).await,
             Command::Tenants(cmd) => return cmd.run(&settings).await,
             Command::Webhooks(cmd) => cmd.run(&settings).await?,
             Command::Doctor { json, stuck_after } => {

@@ -191,3 +191,42 @@ async fn the_whole_life_cycle_works_with_an_admin_that_is_not_a_superuser() {
             .await
     );
 }
+
+#[tokio::test]
+async fn hosts_check_says_which_privilege_the_admin_lacks() {
+    let (app, admin) = managed_app(&[]).await;
+    let (code, out, err) = run_cli(&app, &["hosts", "check", "default"], &[]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    for what in [
+        "CREATEDB",
+        "CREATEROLE",
+        "pg_signal_backend",
+        "server version",
+    ] {
+        assert!(
+            out.lines().any(|l| l.starts_with("ok") && l.contains(what)),
+            "{what}: {out}"
+        );
+    }
+
+    app.client
+        .batch_execute(&format!(
+            "ALTER ROLE \"{admin}\" NOCREATEROLE; REVOKE pg_signal_backend FROM \"{admin}\";"
+        ))
+        .await
+        .unwrap();
+    let (code, out, err) = run_cli(&app, &["hosts", "check", "default"], &[]).await;
+    assert_eq!(code, 2, "{out}{err}");
+    let missing: Vec<&str> = out.lines().filter(|l| l.starts_with("MISSING")).collect();
+    assert_eq!(missing.len(), 2, "{out}");
+    assert!(
+        missing[0].contains("CREATEROLE") && missing[0].contains("ALTER ROLE"),
+        "{out}"
+    );
+    assert!(
+        missing[1].contains("pg_signal_backend") && missing[1].contains("GRANT pg_signal_backend"),
+        "{out}"
+    );
+    let (code, out, _) = run_cli(&app, &["hosts", "check", "nope"], &[]).await;
+    assert_eq!(code, 1, "{out}");
+}
