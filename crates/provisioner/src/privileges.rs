@@ -54,6 +54,17 @@ async fn run_generated(
     Ok(statements)
 }
 
+/// The first column of every row of `query`, run with the login role's name.
+async fn names(
+    client: &impl GenericClient,
+    step: &'static str,
+    query: &str,
+    login: &str,
+) -> Result<Vec<String>, HostSqlError> {
+    let rows = client.query(query, &[&login]).await.map_err(sql(step))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// Pins the session's search path so that nothing a tenant created can be
 /// found by an unqualified name.
 pub(crate) async fn pin_search_path(client: &impl GenericClient) -> Result<(), HostSqlError> {
@@ -142,10 +153,11 @@ pub async fn tenant_code(
     client: &impl GenericClient,
     login: &PgIdent,
 ) -> Result<Vec<String>, HostSqlError> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT format('trigger %I on %s', t.tgname, t.tgrelid::regclass)
+    names(
+        client,
+        "look for tenant code",
+        &format!(
+            "SELECT format('trigger %I on %s', t.tgname, t.tgrelid::regclass)
                    FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
                   WHERE NOT t.tgisinternal AND p.proowner = to_regrole($1)
                  UNION ALL
@@ -153,12 +165,10 @@ pub async fn tenant_code(
                    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                   WHERE {USER_SCHEMAS} AND p.proowner = to_regrole($1)
                   ORDER BY 1"
-            ),
-            &[&login.to_string()],
-        )
-        .await
-        .map_err(sql("look for tenant code"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+        ),
+        login.to_string().as_str(),
+    )
+    .await
 }
 
 /// Drops the tenant's own triggers and routines (see [`tenant_code`]).
@@ -345,10 +355,11 @@ pub async fn owned_by(
     client: &impl GenericClient,
     login: &PgIdent,
 ) -> Result<Vec<String>, HostSqlError> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT format('schema %I', n.nspname) FROM pg_namespace n
+    names(
+        client,
+        "look for objects the tenant role owns",
+        &format!(
+            "SELECT format('schema %I', n.nspname) FROM pg_namespace n
                   WHERE {USER_SCHEMAS} AND n.nspowner = to_regrole($1)
                  UNION ALL
                  SELECT format('relation %s', c.oid::regclass)
@@ -359,12 +370,10 @@ pub async fn owned_by(
                    FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
                   WHERE {USER_SCHEMAS} AND p.proowner = to_regrole($1)
                   ORDER BY 1"
-            ),
-            &[&login.to_string()],
-        )
-        .await
-        .map_err(sql("look for objects the tenant role owns"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+        ),
+        login.to_string().as_str(),
+    )
+    .await
 }
 
 /// Schemas the login role may create objects in (none, on the model).
@@ -372,16 +381,15 @@ pub async fn creatable_schemas(
     client: &impl GenericClient,
     login: &PgIdent,
 ) -> Result<Vec<String>, HostSqlError> {
-    let rows = client
-        .query(
-            &format!(
-                "SELECT n.nspname::text FROM pg_namespace n
+    names(
+        client,
+        "check schema privileges",
+        &format!(
+            "SELECT n.nspname::text FROM pg_namespace n
                   WHERE {USER_SCHEMAS} AND has_schema_privilege($1, n.oid, 'CREATE')
                   ORDER BY 1"
-            ),
-            &[&login.as_str()],
-        )
-        .await
-        .map_err(sql("check schema privileges"))?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+        ),
+        login.as_str(),
+    )
+    .await
 }

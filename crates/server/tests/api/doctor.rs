@@ -215,26 +215,11 @@ async fn doctor_looks_tenants_up_by_their_registry_names_whatever_the_prefix() {
 
 #[tokio::test]
 async fn hosts_harden_closes_maintenance_databases_to_tenant_roles() {
-    use registry::hosts::{self, HostState, NewHost};
-    let second: tokio_postgres::Config = testkit::second_admin_url().parse().unwrap();
-    let password = String::from_utf8(second.get_password().unwrap().to_vec()).unwrap();
+    use registry::hosts::{self, HostState};
+    let password = crate::helpers::second_host_password();
     let app = spawn_app_with(&[("TENANT_PLANE__HOSTS__SECOND__PASSWORD", &password)]).await;
+    let second = app.add_second_host(10).await;
     let client = app.pool().get().await.unwrap();
-    let tokio_postgres::config::Host::Tcp(host) = &second.get_hosts()[0] else {
-        panic!("second server must be reached over TCP")
-    };
-    hosts::upsert(
-        &client,
-        &NewHost {
-            name: "second".into(),
-            host: host.clone(),
-            port: second.get_ports()[0],
-            admin_user: second.get_user().unwrap().into(),
-            capacity: 10,
-        },
-    )
-    .await
-    .unwrap();
     hosts::set_state(&client, "default", HostState::Draining)
         .await
         .unwrap();

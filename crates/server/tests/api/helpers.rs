@@ -275,6 +275,30 @@ impl TestApp {
             .expect("action applies")
     }
 
+    /// Registers the second test server as db host `second` (its admin
+    /// password must be configured: [`second_host_password`]); returns its
+    /// admin config.
+    pub async fn add_second_host(&self, capacity: i32) -> tokio_postgres::Config {
+        let second: tokio_postgres::Config = testkit::second_admin_url().parse().unwrap();
+        let tokio_postgres::config::Host::Tcp(host) = &second.get_hosts()[0] else {
+            panic!("second server must be reached over TCP")
+        };
+        let client = self.pool().get().await.expect("control connection");
+        registry::hosts::upsert(
+            &client,
+            &registry::hosts::NewHost {
+                name: "second".into(),
+                host: host.clone(),
+                port: second.get_ports()[0],
+                admin_user: second.get_user().unwrap().into(),
+                capacity,
+            },
+        )
+        .await
+        .expect("host registered");
+        second
+    }
+
     /// Names of databases on the test server under this test's prefix.
     pub async fn prefixed_databases(&self) -> Vec<String> {
         self.client
@@ -311,6 +335,13 @@ impl TestApp {
             .map(|r| r.get(0))
             .collect()
     }
+}
+
+/// The admin password of the second test server, for
+/// `TENANT_PLANE__HOSTS__SECOND__PASSWORD`.
+pub fn second_host_password() -> String {
+    let second: tokio_postgres::Config = testkit::second_admin_url().parse().unwrap();
+    String::from_utf8(second.get_password().unwrap().to_vec()).unwrap()
 }
 
 /// Connects over TCP with password authentication, as a tenant application

@@ -1,36 +1,20 @@
 //! Placement across several PostgreSQL servers.
 
 use model::status::TenantStatus;
-use registry::hosts::{self, HostState, NewHost};
-use tokio_postgres::Config;
+use registry::hosts::{self, HostState};
 
 use crate::helpers::spawn_app_with;
 
 #[tokio::test]
 async fn tenants_spread_by_free_capacity_and_a_draining_host_gets_none() {
-    let second: Config = testkit::second_admin_url().parse().unwrap();
-    let password = String::from_utf8(second.get_password().unwrap().to_vec()).unwrap();
+    let password = crate::helpers::second_host_password();
     let app = spawn_app_with(&[
         ("TENANT_PLANE__HOSTS__SECOND__PASSWORD", &password),
         ("TENANT_PLANE__TENANTS__DEFAULT_HOST_CAPACITY", "4"),
     ])
     .await;
+    app.add_second_host(8).await;
     let client = app.pool().get().await.unwrap();
-    let tokio_postgres::config::Host::Tcp(host) = &second.get_hosts()[0] else {
-        panic!("second server must be reached over TCP")
-    };
-    hosts::upsert(
-        &client,
-        &NewHost {
-            name: "second".into(),
-            host: host.clone(),
-            port: second.get_ports()[0],
-            admin_user: second.get_user().unwrap().into(),
-            capacity: 8,
-        },
-    )
-    .await
-    .unwrap();
 
     // 4 free on default, 8 on second: the first four go to second, then
     // they alternate (ties go to the first name).
