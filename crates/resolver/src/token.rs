@@ -95,6 +95,10 @@ pub enum TokenError {
     Algorithm(String),
     #[error("unsupported token type; expected JWT")]
     Type,
+    /// RFC 7515 4.1.11: a `crit` header names extensions the verifier must
+    /// understand; tenant-plane understands none, so it must refuse.
+    #[error("the token names critical header extensions this verifier does not understand")]
+    CriticalHeader,
     #[error("the token's signing key is unknown")]
     UnknownKey,
     #[error("invalid token signature")]
@@ -124,6 +128,7 @@ impl TokenError {
             TokenError::Malformed(_) => "token_malformed",
             TokenError::Algorithm(_) => "token_algorithm",
             TokenError::Type => "token_type",
+            TokenError::CriticalHeader => "token_critical_header",
             TokenError::UnknownKey => "token_unknown_key",
             TokenError::Signature => "token_signature",
             TokenError::Expired => "token_expired",
@@ -207,6 +212,9 @@ impl TokenVerifier {
             None | Some(Value::Null) => {}
             Some(Value::String(typ)) if typ == "JWT" => {}
             Some(_) => return Err(TokenError::Type),
+        }
+        if jwt.header.contains_key("crit") {
+            return Err(TokenError::CriticalHeader);
         }
         let alg = match jwt.header.get("alg") {
             Some(Value::String(name)) => rsa_algorithm(name),

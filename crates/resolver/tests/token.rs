@@ -317,6 +317,25 @@ async fn every_rule_has_its_own_error() {
             mint_with_header(&json!({"alg": ["RS256"]}), &v2(), "rsa-a"),
             Err(TokenError::Algorithm("<invalid>".into())),
         ),
+        // Critical extensions: none is understood, so any `crit` refuses.
+        (
+            "crit header",
+            mint_with_header(
+                &json!({"alg": "RS256", "kid": KID_A, "typ": "JWT", "crit": ["exp"], "exp": 1}),
+                &v2(),
+                "rsa-a",
+            ),
+            Err(TokenError::CriticalHeader),
+        ),
+        (
+            "empty crit header",
+            mint_with_header(
+                &json!({"alg": "RS256", "kid": KID_A, "crit": []}),
+                &v2(),
+                "rsa-a",
+            ),
+            Err(TokenError::CriticalHeader),
+        ),
         // Type.
         ("typ at+jwt", typ_at_jwt, Err(Type)),
         (
