@@ -5,7 +5,11 @@
 //! on first use and cached; a token naming a `kid` the cache does not hold (a
 //! key rotation) triggers a refetch, at most once per `min_refetch_interval`
 //! so that tokens with made-up kids cannot make us hammer Clerk, and
-//! concurrent refetches coalesce into one request. A cache older than
+//! concurrent refetches coalesce into one request. After a failed fetch (at
+//! a cold start, say) the next one is allowed sooner: after 250 ms, doubling
+//! with each failure up to the same interval, and the error says how long to
+//! wait, for an honest `Retry-After`. Redirects are followed only to URLs
+//! that pass the same https-or-loopback rule as the configured one. A cache older than
 //! [`JWKS_MAX_AGE`] is refreshed in the background on next use (Clerk's SDK
 //! refetches after as long), so a key Clerk withdrew stops verifying; the
 //! cached keys answer meanwhile, and stay in use if the JWKS is unreachable.
@@ -33,6 +37,9 @@ pub const DEFAULT_MIN_REFETCH_INTERVAL: Duration = Duration::from_secs(30);
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+/// The wait after a first failed fetch; it doubles with each failure.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_millis(250);
+const MAX_REDIRECTS: usize = 3;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Where the verification keys come from.
@@ -91,9 +98,13 @@ pub enum KeyError {
     /// The token names no key we know (or names none, with a JWKS).
     #[error("no signing key with this kid")]
     Unknown,
-    /// The JWKS could not be fetched and the key is not cached.
-    #[error("signing keys unavailable: {0}")]
-    Unavailable(String),
+    /// The JWKS could not be fetched and the key is not cached; the next
+    /// fetch is allowed after `retry_after`.
+    #[error("signing keys unavailable: {detail}")]
+    Unavailable {
+        detail: String,
+        retry_after: Duration,
+    },
 }
 
 /// One RSA public key.
@@ -177,7 +188,15 @@ impl KeyStore {
                 let client = reqwest::Client::builder()
                     .timeout(FETCH_TIMEOUT)
                     .connect_timeout(CONNECT_TIMEOUT)
-                    .redirect(reqwest::redirect::Policy::limited(3))
+                    .redirect(reqwest::redirect::Policy::custom(|attempt| {
+                        if attempt.previous().len() > MAX_REDIRECTS {
+                            attempt.error("too many redirects")
+                        } else if check_jwks_url(attempt.url()).is_err() {
+                            attempt.error("redirected to a URL that is neither https nor loopback")
+                        } else {
+                            attempt.follow()
+                        }
+                    }))
                     .user_agent(concat!("tenant-plane-resolver/", env!("CARGO_PKG_VERSION")))
                     .build()
                     .map_err(|e| KeyConfigError::HttpClient(e.to_string()))?;
@@ -208,7 +227,12 @@ impl KeyStore {
                 let kid = kid.to_owned();
                 tokio::spawn(async move { jwks.refresh_for(&kid).await })
                     .await
-                    .unwrap_or_else(|_| Err(KeyError::Unavailable("key refresh failed".into())))
+                    .unwrap_or_else(|_| {
+                        Err(KeyError::Unavailable {
+                            detail: "key refresh failed".into(),
+                            retry_after: RETRY_AFTER_FAILURE,
+                        })
+                    })
             }
         }
     }
@@ -235,6 +259,8 @@ struct Cache {
     /// Last fetch started, successful or not: the rate limit.
     attempted_at: Option<Instant>,
     last_error: Option<String>,
+    /// Failed fetches since the last success.
+    failures: u32,
 }
 
 impl Jwks {
@@ -268,16 +294,38 @@ impl Jwks {
         (cache.keys.get(kid).cloned(), self.is_fresh(&cache))
     }
 
+    /// How long until the rate limit allows the next fetch: the minimum
+    /// refetch interval after a success, a short doubling backoff after a
+    /// failure.
+    fn wait_before_next(&self, cache: &Cache) -> Duration {
+        let gap = if cache.failures > 0 {
+            RETRY_AFTER_FAILURE
+                .saturating_mul(1 << (cache.failures - 1).min(16))
+                .min(self.min_refetch_interval)
+        } else {
+            self.min_refetch_interval
+        };
+        match cache.attempted_at {
+            None => Duration::ZERO,
+            Some(t) => gap.saturating_sub(t.elapsed()),
+        }
+    }
+
     /// Claims the right to fetch now, if the rate limit allows it.
     fn start_attempt(&self, cache: &mut Cache) -> bool {
-        let allowed = match cache.attempted_at {
-            None => true,
-            Some(t) => t.elapsed() >= self.min_refetch_interval,
-        };
+        let allowed = self.wait_before_next(cache).is_zero();
         if allowed {
             cache.attempted_at = Some(Instant::now());
         }
         allowed
+    }
+
+    fn unavailable(&self, detail: String) -> KeyError {
+        let retry_after = self.wait_before_next(&self.read());
+        KeyError::Unavailable {
+            detail,
+            retry_after,
+        }
     }
 
     /// Fetches, and replaces the cached keys when that worked.
@@ -290,11 +338,13 @@ impl Jwks {
                 cache.keys = keys;
                 cache.fetched_at = Some(Instant::now());
                 cache.last_error = None;
+                cache.failures = 0;
                 Ok(())
             }
             Err(error) => {
                 tracing::warn!(url = %self.url, %error, "cannot fetch JWKS");
                 cache.last_error = Some(error.clone());
+                cache.failures = cache.failures.saturating_add(1);
                 Err(error)
             }
         }
@@ -313,7 +363,10 @@ impl Jwks {
                     return Ok(key.clone());
                 }
                 return Err(match (&cache.fetched_at, &cache.last_error) {
-                    (None, Some(error)) => KeyError::Unavailable(error.clone()),
+                    (None, Some(error)) => KeyError::Unavailable {
+                        detail: error.clone(),
+                        retry_after: self.wait_before_next(&cache),
+                    },
                     _ => KeyError::Unknown,
                 });
             }
@@ -323,7 +376,7 @@ impl Jwks {
         match (key, fetched) {
             (Some(key), _) => Ok(key),
             (None, Ok(())) => Err(KeyError::Unknown),
-            (None, Err(error)) => Err(KeyError::Unavailable(error)),
+            (None, Err(error)) => Err(self.unavailable(error)),
         }
     }
 
@@ -357,7 +410,7 @@ impl Jwks {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| format!("GET JWKS: {e}"))?;
+            .map_err(|e| format!("GET JWKS: {}", with_sources(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(format!("GET JWKS: HTTP {status}"));
@@ -375,6 +428,19 @@ impl Jwks {
         }
         parse_jwks(&body)
     }
+}
+
+/// An error and its causes, as one line: reqwest's own text leaves out why
+/// (a refused redirect, a TLS failure).
+fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 #[derive(Deserialize)]
@@ -452,6 +518,12 @@ fn parse_pem(pem: &str) -> Result<PublicKey, KeyConfigError> {
 
 fn parse_jwks_url(url: &str) -> Result<reqwest::Url, KeyConfigError> {
     let url = reqwest::Url::parse(url).map_err(|_| KeyConfigError::InvalidUrl("not a URL"))?;
+    check_jwks_url(&url)?;
+    Ok(url)
+}
+
+/// JWKS URLs are https, or plain http on a loopback host (tests, sidecars).
+fn check_jwks_url(url: &reqwest::Url) -> Result<(), KeyConfigError> {
     let loopback = url.host_str().is_some_and(|host| {
         host == "localhost"
             || host
@@ -461,8 +533,8 @@ fn parse_jwks_url(url: &str) -> Result<reqwest::Url, KeyConfigError> {
                 .is_ok_and(|ip| ip.is_loopback())
     });
     match url.scheme() {
-        "https" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(url),
-        "http" if loopback => Ok(url),
+        "https" if url.host_str().is_some_and(|h| !h.is_empty()) => Ok(()),
+        "http" if loopback => Ok(()),
         "http" => Err(KeyConfigError::InvalidUrl(
             "plain http is only allowed on a loopback host",
         )),
@@ -647,7 +719,7 @@ mod tests {
         assert!(store.key(Some(CLERK_KID)).await.is_ok());
         assert!(matches!(
             store.key(Some("ins_other")).await,
-            Err(KeyError::Unavailable(_))
+            Err(KeyError::Unavailable { .. })
         ));
     }
 

@@ -92,7 +92,12 @@ impl ResolveError {
     pub fn retry_after(&self) -> Option<u32> {
         match self {
             ResolveError::Provisioning => Some(2),
-            ResolveError::Token(TokenError::KeysUnavailable { .. }) => Some(5),
+            // Whole seconds, rounded up: the next fetch of the keys is due then.
+            ResolveError::Token(TokenError::KeysUnavailable { retry_after, .. }) => Some(
+                u32::try_from(retry_after.as_millis().div_ceil(1000))
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+            ),
             ResolveError::Pool(_) | ResolveError::Lookup(_) => Some(1),
             _ => None,
         }

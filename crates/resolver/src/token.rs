@@ -119,7 +119,11 @@ pub enum TokenError {
     SessionPending,
     /// The JWKS could not be fetched; `detail` is for logs, not clients.
     #[error("signing keys unavailable; retry shortly")]
-    KeysUnavailable { detail: String },
+    KeysUnavailable {
+        detail: String,
+        /// When the next fetch of the keys is allowed.
+        retry_after: std::time::Duration,
+    },
 }
 
 impl TokenError {
@@ -229,7 +233,13 @@ impl TokenVerifier {
 
         let key = self.keys.key(kid).await.map_err(|e| match e {
             KeyError::Unknown => TokenError::UnknownKey,
-            KeyError::Unavailable(detail) => TokenError::KeysUnavailable { detail },
+            KeyError::Unavailable {
+                detail,
+                retry_after,
+            } => TokenError::KeysUnavailable {
+                detail,
+                retry_after,
+            },
         })?;
         if key.algorithm().is_some_and(|only| only != alg) {
             return Err(TokenError::Algorithm(shown_alg(jwt.header.get("alg"))));
@@ -444,6 +454,7 @@ mod tests {
             TokenError::SessionPending,
             TokenError::KeysUnavailable {
                 detail: "down".into(),
+                retry_after: std::time::Duration::from_secs(1),
             },
         ];
         let codes: std::collections::HashSet<_> = all.iter().map(TokenError::code).collect();

@@ -803,7 +803,7 @@ async fn jwks_failures_are_keys_unavailable_and_rate_limited() {
 
     let err = verifier.verify(&token).await.unwrap_err();
     assert_eq!(err.code(), "token_keys_unavailable");
-    assert!(matches!(&err, TokenError::KeysUnavailable { detail } if detail.contains("500")));
+    assert!(matches!(&err, TokenError::KeysUnavailable { detail, .. } if detail.contains("500")));
     let err = verifier.verify(&token).await.unwrap_err();
     assert_eq!(err.code(), "token_keys_unavailable");
     assert_eq!(server.jwks_requests(), 1, "a failing JWKS was hammered");
@@ -877,4 +877,91 @@ async fn jwks_without_usable_keys_knows_no_kid() {
         verifier.verify(&rs256(&v2_claims())).await,
         Err(TokenError::UnknownKey)
     );
+}
+
+#[tokio::test]
+async fn a_jwks_failing_at_start_is_retried_after_a_short_backoff_not_the_interval() {
+    // A minute between refetches: a cold start that waited for it would
+    // refuse every token for that minute.
+    let server = FakeClerk::serving_jwks(jwk_set(&[&jwk("rsa-a")])).await;
+    server.fail_jwks_with(500);
+    let verifier = verifier(config(jwks(&server, Duration::from_secs(60))));
+    let token = rs256(&v2_claims());
+
+    let TokenError::KeysUnavailable { retry_after, .. } =
+        verifier.verify(&token).await.unwrap_err()
+    else {
+        panic!("expected keys unavailable")
+    };
+    assert!(retry_after <= Duration::from_millis(250), "{retry_after:?}");
+    // Until then, nothing is fetched; the answer says how long is left.
+    let TokenError::KeysUnavailable { retry_after, .. } =
+        verifier.verify(&token).await.unwrap_err()
+    else {
+        panic!("expected keys unavailable")
+    };
+    assert_eq!(server.jwks_requests(), 1);
+
+    server.serve_jwks(jwk_set(&[&jwk("rsa-a")]));
+    tokio::time::sleep(retry_after + Duration::from_millis(20)).await;
+    verifier
+        .verify(&token)
+        .await
+        .expect("verified after the backoff");
+    assert_eq!(server.jwks_requests(), 2);
+}
+
+#[tokio::test]
+async fn the_backoff_doubles_with_each_failure_up_to_the_interval() {
+    let interval = Duration::from_secs(2);
+    let server = FakeClerk::serving_jwks("").await;
+    server.fail_jwks_with(503);
+    let verifier = verifier(config(jwks(&server, interval)));
+    let token = rs256(&v2_claims());
+    let mut waits = Vec::new();
+    for _ in 0..5 {
+        let TokenError::KeysUnavailable { retry_after, .. } =
+            verifier.verify(&token).await.unwrap_err()
+        else {
+            panic!("expected keys unavailable")
+        };
+        waits.push(retry_after);
+        tokio::time::sleep(retry_after + Duration::from_millis(10)).await;
+    }
+    // 250 ms, 500 ms, 1 s, then the interval's 2 s caps it.
+    for (got, want) in waits.iter().zip([250, 500, 1000, 2000, 2000]) {
+        let want = Duration::from_millis(want);
+        assert!(
+            *got <= want && *got + Duration::from_millis(100) >= want,
+            "{waits:?}"
+        );
+    }
+    assert_eq!(server.jwks_requests(), 5);
+}
+
+#[tokio::test]
+async fn jwks_redirects_to_plain_http_elsewhere_are_not_followed() {
+    use std::io::{Read, Write};
+    // A JWKS endpoint that redirects to a plain-http, non-loopback URL.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(1) {
+            let mut stream = stream.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = stream.read(&mut buf);
+            let _ = stream.write_all(
+                b"HTTP/1.1 302 Found\r\nlocation: http://jwks.example.com/keys\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+            );
+        }
+    });
+    let verifier = verifier(config(KeySource::Jwks {
+        url,
+        min_refetch_interval: Duration::from_secs(60),
+    }));
+    let err = verifier.verify(&rs256(&v2_claims())).await.unwrap_err();
+    let TokenError::KeysUnavailable { detail, .. } = &err else {
+        panic!("{err:?}")
+    };
+    assert!(detail.contains("neither https nor loopback"), "{detail}");
 }
