@@ -208,6 +208,34 @@ pub(crate) async fn secure_database(
         .map_err(sql("secure database"))
 }
 
+/// Takes CONNECT and TEMPORARY on `db` from the tenant's role and ends its
+/// sessions there (waiting for each to go), so that nothing of the
+/// tenant's runs in the database until [`open_database`]. For a database
+/// moved from the first model, where the tenant could create objects: a
+/// session opened before the move could otherwise go on creating while
+/// the move runs, and what it created midway would escape it.
+pub(crate) async fn close_database(
+    admin: &Client,
+    db: &PgIdent,
+    login: &PgIdent,
+) -> Result<(), HostSqlError> {
+    admin
+        .batch_execute(&format!(
+            "REVOKE CONNECT, TEMPORARY ON DATABASE {db} FROM {login}"
+        ))
+        .await
+        .map_err(sql("close database"))?;
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity
+              WHERE usename = $1 AND datname = $2",
+            &[&login.as_str(), &db.as_str()],
+        )
+        .await
+        .map_err(sql("end sessions in the database"))?;
+    Ok(())
+}
+
 /// Lets the tenant's role connect to its database (and create temporary
 /// tables there): the last step of provisioning.
 pub(crate) async fn open_database(

@@ -20,7 +20,11 @@
 //! database and could create anything) are moved by [`apply`]: what they
 //! created is handed to the owner, so their data stays theirs to use, except
 //! triggers and routines, which are dropped (they hold no data, and no
-//! tenant code may run inside an admin's or owner's session).
+//! tenant code may run inside an admin's or owner's session), and views and
+//! rules over `tenant_plane`, which are dropped too (owned by the owner,
+//! they would open the history to the tenant). The reconciler ends the
+//! tenant's sessions in the database before the move, so that nothing is
+//! created while it runs.
 
 use model::naming::quote_literal;
 use model::PgIdent;
@@ -171,20 +175,48 @@ pub async fn tenant_code(
     .await
 }
 
-/// Drops the tenant's own triggers and routines (see [`tenant_code`]).
+/// Drops the tenant's own triggers and routines (see [`tenant_code`]), and
+/// its views and rules that read or write `tenant_plane`: a view or rule
+/// checks access with its relation owner's rights, which are the owner
+/// role's once [`hand_over`] ran, so the tenant would reach the history
+/// through them.
 async fn drop_tenant_code(
     client: &impl GenericClient,
     login: &PgIdent,
 ) -> Result<Vec<String>, HostSqlError> {
     let mut dropped = run_generated(
         client,
-        "drop tenant triggers",
-        "SELECT format('DROP TRIGGER %I ON %s', t.tgname, t.tgrelid::regclass)
-           FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
-          WHERE NOT t.tgisinternal AND p.proowner = to_regrole($1)",
-        &[&login.to_string()],
+        "drop tenant views and rules over tenant_plane",
+        "SELECT DISTINCT
+                CASE WHEN r.rulename = '_RETURN'
+                     THEN format('DROP %s IF EXISTS %s CASCADE',
+                                 CASE c.relkind WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                                ELSE 'VIEW' END,
+                                 c.oid::regclass)
+                     ELSE format('DROP RULE IF EXISTS %I ON %s', r.rulename, c.oid::regclass)
+                END
+           FROM pg_rewrite r
+           JOIN pg_class c ON c.oid = r.ev_class
+           JOIN pg_depend d ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
+                           AND d.refclassid = 'pg_class'::regclass
+           JOIN pg_class target ON target.oid = d.refobjid
+          WHERE c.relowner = to_regrole($1)
+            AND target.relnamespace = to_regnamespace($2)
+            AND c.relnamespace <> target.relnamespace",
+        &[&login.to_string(), &SCHEMA],
     )
     .await?;
+    dropped.extend(
+        run_generated(
+            client,
+            "drop tenant triggers",
+            "SELECT format('DROP TRIGGER %I ON %s', t.tgname, t.tgrelid::regclass)
+               FROM pg_trigger t JOIN pg_proc p ON p.oid = t.tgfoid
+              WHERE NOT t.tgisinternal AND p.proowner = to_regrole($1)",
+            &[&login.to_string()],
+        )
+        .await?,
+    );
     dropped.extend(
         run_generated(
             client,

@@ -28,6 +28,15 @@ pub enum RolloutError {
     Host(#[from] HostError),
     #[error("migration failed: {0}")]
     Migrate(#[from] MigrateError),
+    #[error(
+        "the registry names database {database:?} and role {role:?}, but this tenant's are \
+         {expected:?}; refusing to touch them"
+    )]
+    ForeignNames {
+        database: String,
+        role: String,
+        expected: String,
+    },
     #[error("tenant {0} is not on the current privilege model yet; the reconciler moves it first")]
     NotOnModel(TenantId),
     #[error("the tenant database holds code of the tenant's own ({0}); not migrating it")]
@@ -76,6 +85,14 @@ pub async fn apply(
         .await?
         .ok_or(RolloutError::Inconsistent("db_host_id names no host"))?;
     drop(client);
+    let expected = prefix.tenant_ident(tenant.id);
+    if p.database != expected || p.role != expected {
+        return Err(RolloutError::ForeignNames {
+            database: p.database.as_str().to_owned(),
+            role: p.role.as_str().to_owned(),
+            expected: expected.as_str().to_owned(),
+        });
+    }
     if tenant.privilege_model < tenants::PRIVILEGE_MODEL {
         return Err(RolloutError::NotOnModel(tenant.id));
     }

@@ -333,6 +333,11 @@ impl Reconciler {
         // Nobody but the admin reaches the database until its privileges
         // are set; then the tenant's role may connect.
         host_ops::secure_database(&admin, &names.database, &names.owner, &names.role).await?;
+        if t.privilege_model < PRIVILEGE_MODEL {
+            // Until the move below is done, the tenant may still create
+            // objects: none of its sessions may run meanwhile.
+            host_ops::close_database(&admin, &names.database, &names.role).await?;
+        }
         let mut tenant_db = self
             .connector
             .connect(&host, names.database.as_str())

@@ -13,6 +13,7 @@ mod hostile;
 mod idempotency;
 mod intake;
 mod internal_api;
+mod isolation;
 mod managed;
 mod operator;
 mod ordering;
