@@ -446,3 +446,47 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+/// The built-in first template migration.
+pub const TEMPLATE_V1: &str = include_str!("../../../../templates/tenant/V1__initial_schema.sql");
+
+/// A second template migration, as a rollout would bring.
+pub const TEMPLATE_V2: &str =
+    "CREATE TABLE labels (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL UNIQUE);";
+
+/// A directory of template migrations, removed on drop.
+pub struct TemplateDir(std::path::PathBuf);
+
+impl TemplateDir {
+    pub fn with(files: &[(&str, &str)]) -> Self {
+        let dir = std::env::temp_dir().join(format!("tp-templates-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, sql) in files {
+            std::fs::write(dir.join(name), sql).unwrap();
+        }
+        Self(dir)
+    }
+
+    /// The built-in V1 and `v2` as V2.
+    pub fn with_v2(v2: &str) -> Self {
+        Self::with(&[
+            ("V1__initial_schema.sql", TEMPLATE_V1),
+            ("V2__labels.sql", v2),
+        ])
+    }
+
+    pub fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+
+    /// The environment that points a CLI run at this directory.
+    pub fn env(&self) -> [(&'static str, &str); 1] {
+        [("TENANT_PLANE__TENANTS__TEMPLATE_DIR", self.path())]
+    }
+}
+
+impl Drop for TemplateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

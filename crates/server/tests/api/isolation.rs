@@ -6,7 +6,6 @@
 //! they hold the implementation to is described in the provisioner's
 //! `privileges` module.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use model::naming::quote_ident;
@@ -17,7 +16,7 @@ use tokio_postgres::{Client, NoTls};
 
 use crate::helpers::{
     connect_as, run_cli, spawn_app, spawn_app_with, spawn_worker, wait_for_stderr, wait_until,
-    TestApp,
+    TemplateDir, TestApp,
 };
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -71,37 +70,6 @@ async fn int(
         .await
         .unwrap_or_else(|e| panic!("{sql}: {}", registry::describe(&e)))
         .get(0)
-}
-
-/// A template directory holding the built-in V1 and `v2`, removed on drop.
-struct TemplateDir(PathBuf);
-
-impl TemplateDir {
-    fn with_v2(v2: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("tp-isolation-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("V1__initial_schema.sql"),
-            include_str!("../../../../templates/tenant/V1__initial_schema.sql"),
-        )
-        .unwrap();
-        std::fs::write(dir.join("V2__labels.sql"), v2).unwrap();
-        Self(dir)
-    }
-
-    /// The environment that points a CLI run at this directory.
-    fn env(&self) -> [(&'static str, &str); 1] {
-        [(
-            "TENANT_PLANE__TENANTS__TEMPLATE_DIR",
-            self.0.to_str().unwrap(),
-        )]
-    }
-}
-
-impl Drop for TemplateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A V2 that, like a real migration with a backfill, writes to every row of

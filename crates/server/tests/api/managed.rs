@@ -8,8 +8,7 @@ use model::status::TenantStatus;
 use registry::tenants::Action;
 use testkit::TestDatabase;
 
-use crate::helpers::{connect_as, run_cli, spawn_app_full, TestApp};
-use crate::operator::TemplateDir;
+use crate::helpers::{connect_as, run_cli, spawn_app_full, TemplateDir, TestApp, TEMPLATE_V2};
 
 /// A managed-style admin role on the test server; returns its name and a
 /// URL of `db` that logs in as it.
@@ -135,7 +134,7 @@ async fn the_whole_life_cycle_works_with_an_admin_that_is_not_a_superuser() {
     connect_as(&creds, creds.dbname.as_str()).await.unwrap();
 
     // Rollout of a new template version, as the tenant's owner role.
-    let dir = TemplateDir::with_v2();
+    let dir = TemplateDir::with_v2(TEMPLATE_V2);
     let (code, out, err) = run_cli(
         &app,
         &["tenants", "migrate"],

@@ -1,12 +1,13 @@
 //! The operator CLI run as a child process against a real control database:
 //! output and exit codes, and the template fan-out.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::helpers::{run_cli as run, spawn_app, spawn_cli, wait_for_stderr, TestApp};
+use crate::helpers::{
+    run_cli as run, spawn_app, spawn_cli, wait_for_stderr, TemplateDir, TestApp, TEMPLATE_V2,
+};
 
 #[tokio::test]
 async fn tenant_host_and_webhook_commands_report_and_act() {
@@ -165,31 +166,6 @@ async fn tenant_host_and_webhook_commands_report_and_act() {
     assert_eq!(code, 1);
 }
 
-const V1: &str = include_str!("../../../../templates/tenant/V1__initial_schema.sql");
-const V2: &str = "CREATE TABLE labels (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL UNIQUE);";
-
-/// A template directory with V1 and a new V2, removed on drop.
-pub(crate) struct TemplateDir(PathBuf);
-
-impl TemplateDir {
-    pub(crate) fn with_v2() -> Self {
-        let dir = std::env::temp_dir().join(format!("tp-rollout-{}", uuid::Uuid::new_v4()));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("V1__initial_schema.sql"), V1).unwrap();
-        std::fs::write(dir.join("V2__labels.sql"), V2).unwrap();
-        Self(dir)
-    }
-    pub(crate) fn path(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TemplateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 async fn versions(app: &TestApp) -> Vec<i32> {
     app.client
         .query(
@@ -237,7 +213,7 @@ async fn rollout_migrates_thirty_tenants_reports_a_failure_and_resumes_after_a_k
     }
     app.reconcile().await;
     assert_eq!(versions(&app).await, vec![1; 30]);
-    let dir = TemplateDir::with_v2();
+    let dir = TemplateDir::with_v2(TEMPLATE_V2);
     let env = [("TENANT_PLANE__TENANTS__TEMPLATE_DIR", dir.path())];
 
     // One tenant already has a `labels` table: V2 fails there.

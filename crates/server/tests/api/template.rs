@@ -6,37 +6,7 @@ use std::path::Path;
 use futures::future::join_all;
 use provisioner::template::{self, Templates};
 
-use crate::helpers::spawn_app;
-
-const V1: &str = include_str!("../../../../templates/tenant/V1__initial_schema.sql");
-
-fn template_dir(files: &[(&str, &str)]) -> tempdir::Dir {
-    let dir = tempdir::Dir::new();
-    for (name, sql) in files {
-        std::fs::write(dir.path().join(name), sql).unwrap();
-    }
-    dir
-}
-
-mod tempdir {
-    /// A directory removed when dropped.
-    pub struct Dir(std::path::PathBuf);
-    impl Dir {
-        pub fn new() -> Self {
-            let p = std::env::temp_dir().join(format!("tp-templates-{}", uuid::Uuid::new_v4()));
-            std::fs::create_dir_all(&p).unwrap();
-            Self(p)
-        }
-        pub fn path(&self) -> &std::path::Path {
-            &self.0
-        }
-    }
-    impl Drop for Dir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
+use crate::helpers::{spawn_app, TemplateDir, TEMPLATE_V1};
 
 async fn sync_with(
     app: &crate::helpers::TestApp,
@@ -60,9 +30,12 @@ async fn sync_with(
 #[tokio::test]
 async fn a_changed_applied_template_migration_is_refused() {
     let app = spawn_app().await;
-    let edited = format!("{V1}\nCREATE TABLE sneaky (id int);\n");
-    let dir = template_dir(&[("V1__initial_schema.sql", &edited)]);
-    let err = sync_with(&app, dir.path()).await.unwrap_err().to_string();
+    let edited = format!("{TEMPLATE_V1}\nCREATE TABLE sneaky (id int);\n");
+    let dir = TemplateDir::with(&[("V1__initial_schema.sql", &edited)]);
+    let err = sync_with(&app, Path::new(dir.path()))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("V1 was changed after it was applied"), "{err}");
     // Nothing was applied: still one version on record.
     let versions: i64 = app
@@ -81,8 +54,8 @@ async fn a_template_migration_during_provisioning_never_breaks_a_clone() {
     for i in 0..12 {
         orgs.push(app.create_org(&format!("busy {i}")).await);
     }
-    let dir = template_dir(&[
-        ("V1__initial_schema.sql", V1),
+    let dir = TemplateDir::with(&[
+        ("V1__initial_schema.sql", TEMPLATE_V1),
         (
             "V2__labels.sql",
             "CREATE TABLE labels (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text NOT NULL UNIQUE);",
@@ -90,7 +63,7 @@ async fn a_template_migration_during_provisioning_never_breaks_a_clone() {
     ]);
     // Three reconcilers cloning while the template is migrated.
     let drains = join_all((0..3).map(|_| app.reconciler.drain()));
-    let (drained, synced) = tokio::join!(drains, sync_with(&app, dir.path()));
+    let (drained, synced) = tokio::join!(drains, sync_with(&app, Path::new(dir.path())));
     for d in drained {
         d.expect("reconciler passes");
     }
