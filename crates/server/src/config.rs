@@ -132,6 +132,12 @@ pub struct DatabaseSettings {
 pub struct HttpSettings {
     pub bind: String,
     pub body_limit: usize,
+    /// Longest time a client may take to send a request's head.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Longest time a client may take to send a request's body.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

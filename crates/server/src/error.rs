@@ -10,6 +10,9 @@ use actix_web::{web, HttpResponse, ResponseError};
 use registry::RegistryError;
 use webhooks::SignatureError;
 
+/// Refusals are logged a few a second at most (see `log_limit`).
+static REFUSALS_LOGGED: crate::log_limit::LogLimit = crate::log_limit::LogLimit::new();
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("invalid webhook signature: {0}")]
@@ -18,6 +21,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
     BadBody(String),
+    #[error("the request body was not received within {}", humantime::format_duration(*.0))]
+    BodyTimeout(std::time::Duration),
     #[error("missing or invalid service token")]
     Unauthorized,
     #[error("{0}")]
@@ -74,6 +79,7 @@ impl ApiError {
             ApiError::Signature(_) => "invalid_signature",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
             ApiError::BadBody(_) => "bad_request",
+            ApiError::BodyTimeout(_) => "request_timeout",
             ApiError::NotReady(_) => "not_ready",
             ApiError::Unavailable(_) => "unavailable",
             ApiError::Internal(_) => "internal",
@@ -94,6 +100,7 @@ impl ResponseError for ApiError {
                 .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadBody(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             ApiError::NotReady(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -103,7 +110,13 @@ impl ResponseError for ApiError {
         match self {
             ApiError::Unavailable(e) => tracing::warn!(error = %e, "answering 503"),
             ApiError::Internal(e) => tracing::error!(error = ?e, "answering 500"),
-            other => tracing::info!(error = %other, "request refused"),
+            other => {
+                metrics::counter!("tenant_plane_http_refusals_total", "error" => other.code())
+                    .increment(1);
+                if let Some(left_out) = REFUSALS_LOGGED.admit() {
+                    tracing::info!(error = %other, left_out, "request refused");
+                }
+            }
         }
         let mut response = HttpResponse::build(self.status_code());
         let retry_after = match self {

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod error;
+pub mod log_limit;
 pub mod provisioning;
 pub mod routes;
 pub mod startup;

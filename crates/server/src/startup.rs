@@ -31,6 +31,7 @@ pub struct AppState {
     pub inbox: Inbox,
     pub verifier: Arc<WebhookVerifier>,
     pub body_limit: usize,
+    pub body_read_timeout: std::time::Duration,
     pub service_tokens: Vec<SecretString>,
     /// Present when `clerk.issuer` is configured.
     pub resolver: Option<Arc<Resolver>>,
@@ -94,6 +95,7 @@ impl Application {
             inbox: Inbox::new(pool),
             verifier: Arc::new(verifier),
             body_limit: settings.http.body_limit,
+            body_read_timeout: settings.http.body_read_timeout,
             service_tokens: settings.internal.tokens.clone(),
             resolver,
             clerk,
@@ -115,6 +117,7 @@ impl Application {
                 .configure(routes::internal::configure)
                 .default_service(web::to(crate::error::no_route))
         })
+        .client_request_timeout(settings.http.header_read_timeout)
         .listen(listener)?
         .run();
         Ok(Self {

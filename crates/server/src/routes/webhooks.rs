@@ -24,7 +24,12 @@ pub async fn clerk_webhook(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let body = read_limited(&req, payload, state.body_limit).await?;
+    let body = tokio::time::timeout(
+        state.body_read_timeout,
+        read_limited(&req, payload, state.body_limit),
+    )
+    .await
+    .map_err(|_| ApiError::BodyTimeout(state.body_read_timeout))??;
     let delivery = state.verifier.verify(&body, &signature_headers(&req))?;
     // The signature check already required UTF-8.
     let body = std::str::from_utf8(&body).map_err(|_| webhooks::SignatureError::InvalidPayload)?;

@@ -21,6 +21,7 @@ mod placement;
 mod provisioning;
 mod resolve;
 mod signature;
+mod slow_clients;
 mod sync;
 mod template;
 mod workers;
