@@ -228,6 +228,7 @@ impl Fixture {
                 token: VerifierConfig::new(ISSUER, KeySource::Pem(pem.clone())),
                 pools: PoolLimits::default(),
                 cache_ttl: Duration::from_secs(3600),
+                cache_max_entries: tenant_plane_resolver::cache::DEFAULT_MAX_ENTRIES,
             },
             control.clone(),
             cipher,

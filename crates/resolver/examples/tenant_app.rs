@@ -85,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
         token: VerifierConfig::new(issuer.clone(), KeySource::clerk_jwks(&issuer)),
         pools: PoolLimits::default(),
         cache_ttl: Duration::from_secs(60),
+        cache_max_entries: tenant_plane_resolver::cache::DEFAULT_MAX_ENTRIES,
     };
     let resolver = Arc::new(Resolver::new(
         config,

@@ -23,6 +23,8 @@ pub struct ResolverConfig {
     pub pools: PoolLimits,
     /// Backstop expiry of cached tenants (NOTIFY invalidates them first).
     pub cache_ttl: Duration,
+    /// Most tenants cached at once.
+    pub cache_max_entries: usize,
 }
 
 /// Why a token did not resolve to a usable tenant. Each has its own HTTP
@@ -157,7 +159,7 @@ impl Resolver {
     ) -> Result<Self, ResolverSetupError> {
         Ok(Self {
             verifier: TokenVerifier::new(config.token, clock)?,
-            cache: TenantCache::new(control, cipher, config.cache_ttl),
+            cache: TenantCache::new(control, cipher, config.cache_ttl, config.cache_max_entries),
             pools: PoolManager::new(config.pools),
         })
     }

@@ -162,6 +162,8 @@ pub struct ResolverSettings {
     pub tenant_claim: Option<String>,
     #[serde(with = "humantime_serde")]
     pub cache_ttl: Duration,
+    /// Most tenants the resolver caches at once.
+    pub cache_max_entries: usize,
     pub pool_per_tenant: usize,
     pub pool_budget: usize,
     #[serde(with = "humantime_serde")]

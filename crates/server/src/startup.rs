@@ -193,6 +193,7 @@ pub fn build_resolver(settings: &Settings, control: Pool) -> anyhow::Result<Opti
             ..PoolLimits::default()
         },
         cache_ttl: settings.resolver.cache_ttl,
+        cache_max_entries: settings.resolver.cache_max_entries,
     };
     let resolver = Resolver::new(config, control, settings.cipher()?, Arc::new(SystemClock))
         .context("clerk.jwt_public_key")?;
