@@ -10,6 +10,7 @@ use deadpool_postgres::Pool;
 use model::{ClerkOrgId, TenantId, TenantStatus};
 use registry::crypto::PasswordCipher;
 use registry::tenants::{self, Tenant, TenantCredentials, TenantKey};
+use registry::tls::TlsSettings;
 use serde::Serialize;
 
 /// What the resolver knows of a tenant: its registry row as it was read, and
@@ -41,7 +42,7 @@ impl std::fmt::Debug for ResolvedTenant {
 }
 
 impl ResolvedTenant {
-    /// Connection parameters (host, port, database, role, password).
+    /// Connection parameters (host, port, database, role, password, TLS).
     pub fn credentials(&self) -> Option<&TenantCredentials> {
         self.credentials.as_ref()
     }
@@ -52,7 +53,7 @@ pub enum LookupError {
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),
     #[error(transparent)]
-    Credentials(#[from] tenants::CredentialsError),
+    Credentials(#[from] tenants::TenantCredentialsError),
 }
 
 struct Entry {
@@ -70,16 +71,25 @@ pub struct CacheStats {
 pub struct TenantCache {
     control: Pool,
     cipher: PasswordCipher,
+    tls_defaults: TlsSettings,
     ttl: Duration,
     entries: Mutex<HashMap<ClerkOrgId, Entry>>,
     stats: Mutex<CacheStats>,
 }
 
 impl TenantCache {
-    pub fn new(control: Pool, cipher: PasswordCipher, ttl: Duration) -> Self {
+    /// `tls_defaults` are database.url's: they fill in what a tenant's db
+    /// host leaves unset.
+    pub fn new(
+        control: Pool,
+        cipher: PasswordCipher,
+        tls_defaults: TlsSettings,
+        ttl: Duration,
+    ) -> Self {
         Self {
             control,
             cipher,
+            tls_defaults: tls_defaults.without_client_cert(),
             ttl,
             entries: Mutex::new(HashMap::new()),
             stats: Mutex::new(CacheStats::default()),
@@ -104,7 +114,7 @@ impl TenantCache {
             return Ok(None);
         };
         let credentials = if t.status == TenantStatus::Active {
-            Some(tenants::credentials(&self.cipher, &t)?)
+            Some(tenants::credentials(&self.cipher, &t, &self.tls_defaults)?)
         } else {
             None
         };

@@ -9,6 +9,7 @@ use http::StatusCode;
 use model::{TenantId, TenantStatus};
 use registry::crypto::PasswordCipher;
 use registry::listen::{self, Signal, CHANGED_CHANNEL};
+use registry::tls::{ConnectOptions, TlsSettings};
 use tokio::task::JoinHandle;
 
 use crate::cache::{CacheStats, LookupError, ResolvedTenant, TenantCache};
@@ -23,6 +24,10 @@ pub struct ResolverConfig {
     pub pools: PoolLimits,
     /// Backstop expiry of cached tenants (NOTIFY invalidates them first).
     pub cache_ttl: Duration,
+    /// TLS to tenant databases where their db host sets none of its own:
+    /// the control database URL's (`registry::pool::parse_url(url)?.tls`).
+    /// Its client certificate, if any, is not used for tenant roles.
+    pub tls: TlsSettings,
 }
 
 /// Why a token did not resolve to a usable tenant. Each has its own HTTP
@@ -152,7 +157,7 @@ impl Resolver {
     ) -> Result<Self, ResolverSetupError> {
         Ok(Self {
             verifier: TokenVerifier::new(config.token, clock)?,
-            cache: TenantCache::new(control, cipher, config.cache_ttl),
+            cache: TenantCache::new(control, cipher, config.tls, config.cache_ttl),
             pools: PoolManager::new(config.pools),
         })
     }
@@ -222,7 +227,7 @@ impl Resolver {
     /// at once; (re)subscribing clears the cache, since notifications may
     /// have been missed meanwhile. Also sweeps idle pools. Runs until the
     /// returned task is aborted.
-    pub fn listen_for_changes(self: &Arc<Self>, config: tokio_postgres::Config) -> JoinHandle<()> {
+    pub fn listen_for_changes(self: &Arc<Self>, control: ConnectOptions) -> JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             // Never told to stop: the task ends when it is aborted.
@@ -245,7 +250,7 @@ impl Resolver {
                 },
             };
             tokio::join!(
-                listen::listen(config, &[CHANGED_CHANNEL], on_signal, shutdown),
+                listen::listen(control, &[CHANGED_CHANNEL], on_signal, shutdown),
                 sweeper
             );
         })

@@ -106,9 +106,8 @@ async fn doctor_reports_orphans_missing_stuck_and_failed_tenants() {
 /// An admin connection to a tenant's database on the test server.
 async fn admin_in(app: &TestApp, db: &str) -> tokio_postgres::Client {
     let mut config = app.db_config();
-    config.dbname(db);
-    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    config.config.dbname(db);
+    let client = config.connect_spawned().await.unwrap();
     client
 }
 
@@ -216,7 +215,8 @@ async fn doctor_looks_tenants_up_by_their_registry_names_whatever_the_prefix() {
 #[tokio::test]
 async fn hosts_harden_closes_maintenance_databases_to_tenant_roles() {
     use registry::hosts::{self, HostState, NewHost};
-    let second: tokio_postgres::Config = testkit::second_admin_url().parse().unwrap();
+    let second_target = testkit::parse_admin_url(&testkit::second_admin_url());
+    let second = &second_target.config;
     let password = String::from_utf8(second.get_password().unwrap().to_vec()).unwrap();
     let app = spawn_app_with(&[("TENANT_PLANE__HOSTS__SECOND__PASSWORD", &password)]).await;
     let client = app.pool().get().await.unwrap();
@@ -230,6 +230,7 @@ async fn hosts_harden_closes_maintenance_databases_to_tenant_roles() {
             host: host.clone(),
             port: second.get_ports()[0],
             admin_user: second.get_user().unwrap().into(),
+            tls: (&second_target.tls).into(),
             capacity: 10,
         },
     )
@@ -245,8 +246,7 @@ async fn hosts_harden_closes_maintenance_databases_to_tenant_roles() {
 
     // The second server as a fresh cluster has it: PUBLIC may connect to
     // its maintenance databases, and so may the tenant.
-    let (admin, conn) = second.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let admin = second_target.connect_spawned().await.unwrap();
     admin
         .batch_execute(
             "GRANT CONNECT ON DATABASE postgres TO PUBLIC;

@@ -216,8 +216,8 @@ pub async fn outcome(response: Response) -> String {
 
 impl TestApp {
     /// Admin connection settings of the test server.
-    pub fn db_config(&self) -> tokio_postgres::Config {
-        self.settings.database_url().unwrap().parse().unwrap()
+    pub fn db_config(&self) -> registry::tls::ConnectOptions {
+        testkit::parse_admin_url(self.settings.database_url().unwrap())
     }
 
     /// A pool on the control database, for registry calls.
@@ -243,7 +243,8 @@ impl TestApp {
     pub async fn credentials(&self, org_id: &str) -> registry::tenants::TenantCredentials {
         let tenant = self.registry_tenant(org_id).await;
         let cipher = self.settings.cipher().expect("crypto key");
-        registry::tenants::credentials(&cipher, &tenant).expect("credentials")
+        let tls = self.db_config().tls;
+        registry::tenants::credentials(&cipher, &tenant, &tls).expect("credentials")
     }
 
     /// Sends organization.created for a new organization; returns its ids.
@@ -314,22 +315,18 @@ impl TestApp {
 }
 
 /// Connects over TCP with password authentication, as a tenant application
-/// would. `dbname` overrides the credentials' database.
+/// would (with the host's TLS settings). `dbname` overrides the
+/// credentials' database.
 pub async fn connect_as(
     creds: &registry::tenants::TenantCredentials,
     dbname: &str,
-) -> Result<Client, tokio_postgres::Error> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&creds.host)
-        .port(creds.port)
-        .user(creds.role.as_str())
-        .password(&creds.password)
+) -> Result<Client, registry::tls::ConnectError> {
+    let mut target = creds.connect_options();
+    target
+        .config
         .dbname(dbname)
         .connect_timeout(std::time::Duration::from_secs(5));
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
+    target.connect_spawned().await
 }
 
 /// `tenant-plane <args>` as a child process configured like `app`, with

@@ -21,4 +21,5 @@ mod resolve;
 mod signature;
 mod sync;
 mod template;
+mod tls;
 mod workers;

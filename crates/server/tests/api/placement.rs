@@ -2,13 +2,13 @@
 
 use model::status::TenantStatus;
 use registry::hosts::{self, HostState, NewHost};
-use tokio_postgres::Config;
 
 use crate::helpers::spawn_app_with;
 
 #[tokio::test]
 async fn tenants_spread_by_free_capacity_and_a_draining_host_gets_none() {
-    let second: Config = testkit::second_admin_url().parse().unwrap();
+    let second_target = testkit::parse_admin_url(&testkit::second_admin_url());
+    let second = &second_target.config;
     let password = String::from_utf8(second.get_password().unwrap().to_vec()).unwrap();
     let app = spawn_app_with(&[
         ("TENANT_PLANE__HOSTS__SECOND__PASSWORD", &password),
@@ -26,6 +26,7 @@ async fn tenants_spread_by_free_capacity_and_a_draining_host_gets_none() {
             host: host.clone(),
             port: second.get_ports()[0],
             admin_user: second.get_user().unwrap().into(),
+            tls: (&second_target.tls).into(),
             capacity: 8,
         },
     )
