@@ -14,7 +14,7 @@ use testkit::jwt::sign;
 use testkit::TestDatabase;
 use tokio_postgres::config::Host;
 
-use crate::helpers::{wait_until, TestApp};
+use crate::helpers::{run_cli, wait_until, TestApp};
 use crate::resolve::{
     library_resolver, post_resolve, spawn_resolving_app, spawn_resolving_app_on, v2_claims,
 };
@@ -156,4 +156,67 @@ async fn a_control_database_over_tls_gives_the_default_host_its_tls() {
         || async { !resolver.has_pool(t.id) },
     )
     .await;
+}
+
+#[tokio::test]
+async fn hosts_add_takes_tls_flags_and_refuses_settings_that_cannot_work() {
+    let app = crate::helpers::spawn_app().await;
+    let tls = testkit::parse_admin_url(&testkit::tls_admin_url());
+    let Some(RootCert::File(ca)) = tls.tls.root_cert().cloned() else {
+        panic!("the TLS test URL names its CA file")
+    };
+    let ca = ca.display().to_string();
+    let port = tls.config.get_ports()[0].to_string();
+    let add = [
+        "hosts",
+        "add",
+        "secure",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+    ];
+
+    let (code, _, stderr) = run_cli(
+        &app,
+        &[&add[..], &["--sslmode", "verify-full"]].concat(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        stderr.contains("sslmode=verify-full needs sslrootcert"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run_cli(
+        &app,
+        &[&add[..], &["--sslmode", "verify_full"]].concat(),
+        &[],
+    )
+    .await;
+    assert_eq!(code, 2, "clap refuses the value: {stderr}");
+    assert!(stderr.contains("invalid sslmode"), "{stderr}");
+
+    let flags = ["--sslmode", "verify-full", "--sslrootcert", &ca];
+    let (code, stdout, stderr) = run_cli(&app, &[&add[..], &flags[..]].concat(), &[]).await;
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("TLS verify-full, sslrootcert="), "{stdout}");
+    let (code, stdout, _) = run_cli(&app, &["hosts", "list"], &[]).await;
+    assert_eq!(code, 0);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("default") && l.contains("(from database.url)")),
+        "{stdout}"
+    );
+    let (_, json, _) = run_cli(&app, &["hosts", "list", "--json"], &[]).await;
+    let hosts: Value = serde_json::from_str(&json).unwrap();
+    let secure = hosts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["name"] == "secure")
+        .unwrap();
+    assert_eq!(secure["sslmode"], "verify-full");
+    assert_eq!(secure["sslrootcert"], ca);
 }
