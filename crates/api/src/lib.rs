@@ -100,6 +100,22 @@ pub struct Connection {
     /// Only when the server is configured to expose it
     /// (`internal.expose_passwords`).
     pub password: Option<String>,
+    /// TLS to use, as libpq's sslmode: disable, prefer, require, verify-ca
+    /// or verify-full (the db host's setting, else the control plane's).
+    /// `require` with a CA behaves as libpq does, so it is given as
+    /// `verify-ca`.
+    #[serde(default = "default_sslmode")]
+    pub sslmode: String,
+    /// The CAs the server's certificate chains to, as libpq's sslrootcert:
+    /// a file path on the control plane's machine, or `system`. Absent
+    /// when none is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sslrootcert: Option<String>,
+}
+
+/// libpq's default, for answers of servers that predate the field.
+fn default_sslmode() -> String {
+    "prefer".to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

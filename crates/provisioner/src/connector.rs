@@ -1,13 +1,15 @@
 //! Admin connections to the servers that hold tenant databases. Admin
 //! passwords are never stored in the registry: they come from configuration,
-//! keyed by host name.
+//! keyed by host name. TLS: the host's own `sslmode`/`sslrootcert`, else
+//! database.url's (see `registry::tls`).
 
 use std::collections::HashMap;
 use std::fmt;
 use std::time::Duration;
 
 use registry::hosts::DbHost;
-use tokio_postgres::{Client, NoTls};
+use registry::tls::{ClientCert, ConnectError, ConnectOptions, TlsError, TlsSettings};
+use tokio_postgres::Client;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -21,6 +23,12 @@ pub enum HostError {
         #[source]
         source: tokio_postgres::Error,
     },
+    #[error("TLS settings of db host {host:?}: {source}")]
+    Tls {
+        host: String,
+        #[source]
+        source: TlsError,
+    },
 }
 
 /// Opens admin connections to hosts with passwords from configuration.
@@ -28,12 +36,15 @@ pub enum HostError {
 pub struct HostConnector {
     passwords: HashMap<String, String>,
     connect_timeout: Option<Duration>,
+    tls_defaults: TlsSettings,
+    client_certs: HashMap<String, ClientCert>,
 }
 
 impl fmt::Debug for HostConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HostConnector")
             .field("hosts", &self.passwords.keys().collect::<Vec<_>>())
+            .field("tls_defaults", &self.tls_defaults)
             .finish_non_exhaustive()
     }
 }
@@ -43,7 +54,40 @@ impl HostConnector {
         Self {
             passwords: HashMap::new(),
             connect_timeout: Some(connect_timeout),
+            tls_defaults: TlsSettings::default(),
+            client_certs: HashMap::new(),
         }
+    }
+
+    /// The TLS settings of hosts that leave theirs unset: database.url's
+    /// (its client certificate is not carried over; see `with_client_cert`).
+    pub fn with_tls_defaults(mut self, defaults: TlsSettings) -> Self {
+        self.tls_defaults = defaults.without_client_cert();
+        self
+    }
+
+    /// A client certificate for admin connections to `host`.
+    pub fn with_client_cert(mut self, host: &str, cert: ClientCert) -> Self {
+        self.client_certs.insert(host.to_owned(), cert);
+        self
+    }
+
+    /// The TLS settings admin connections to `host` use.
+    pub fn tls_for(&self, host: &DbHost) -> Result<TlsSettings, HostError> {
+        let tls = self
+            .tls_defaults
+            .for_host(&host.tls)
+            .map_err(|source| HostError::Tls {
+                host: host.name.clone(),
+                source,
+            })?;
+        Ok(tls.with_client_cert(self.client_certs.get(&host.name).cloned()))
+    }
+
+    /// The TLS settings tenant connections to `host` use: the host's, without
+    /// a client certificate.
+    pub fn tenant_tls_for(&self, host: &DbHost) -> Result<TlsSettings, HostError> {
+        Ok(self.tls_for(host)?.without_client_cert())
     }
 
     pub fn with_password(mut self, host: &str, password: &str) -> Self {
@@ -67,21 +111,20 @@ impl HostConnector {
         if let Some(t) = self.connect_timeout {
             config.connect_timeout(t);
         }
-        let (client, connection) =
-            config
-                .connect(NoTls)
-                .await
-                .map_err(|source| HostError::Connect {
+        ConnectOptions::new(config, self.tls_for(host)?)
+            .connect_spawned()
+            .await
+            .map_err(|e| match e {
+                ConnectError::Settings(source) => HostError::Tls {
+                    host: host.name.clone(),
+                    source,
+                },
+                ConnectError::Connect { source, .. } => HostError::Connect {
                     host: host.name.clone(),
                     addr: format!("{}:{}", host.host, host.port),
                     user: host.admin_user.clone(),
                     source,
-                })?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "db host connection closed");
-            }
-        });
-        Ok(client)
+                },
+            })
     }
 }

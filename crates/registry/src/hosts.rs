@@ -8,6 +8,7 @@ use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::tls::HostTls;
 use crate::RegistryError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -45,6 +46,9 @@ pub struct DbHost {
     pub capacity: i32,
     pub state: HostState,
     pub tenants: i64,
+    /// Its own `sslmode`/`sslrootcert`; unset ones inherit database.url's.
+    #[serde(flatten)]
+    pub tls: HostTls,
 }
 
 /// A new host, as `hosts add` or the configuration describes it.
@@ -55,6 +59,8 @@ pub struct NewHost {
     pub port: u16,
     pub admin_user: String,
     pub capacity: i32,
+    /// `None` fields inherit database.url's TLS settings.
+    pub tls: HostTls,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,13 +68,23 @@ pub struct NewHost {
 pub struct BadHostName(pub String);
 
 const HOST_COLUMNS: &str = "h.id, h.name, h.host, h.port, h.admin_user, h.capacity, h.state,
+    h.sslmode, h.sslrootcert,
     (SELECT count(*) FROM tenant_registry t
       WHERE t.db_host_id = h.id AND t.status <> 'deleted') AS tenants";
 
-fn host_from_row(r: &tokio_postgres::Row) -> DbHost {
-    DbHost {
+fn host_from_row(r: &tokio_postgres::Row) -> Result<DbHost, RegistryError> {
+    let name: String = r.get("name");
+    // The CHECK constraints keep both columns to what HostTls accepts.
+    let tls = HostTls::from_columns(r.get("sslmode"), r.get("sslrootcert")).map_err(|e| {
+        RegistryError::Corrupt {
+            table: "db_hosts",
+            id: name.clone(),
+            detail: e.to_string(),
+        }
+    })?;
+    Ok(DbHost {
         id: r.get("id"),
-        name: r.get("name"),
+        name,
         host: r.get("host"),
         // The CHECK constraint keeps the port within 1..=65535.
         port: r.get::<_, i32>("port") as u16,
@@ -76,7 +92,8 @@ fn host_from_row(r: &tokio_postgres::Row) -> DbHost {
         capacity: r.get("capacity"),
         state: HostState::parse(r.get("state")),
         tenants: r.get("tenants"),
-    }
+        tls,
+    })
 }
 
 fn valid_host_name(name: &str) -> bool {
@@ -87,13 +104,15 @@ fn valid_host_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
-/// Adds a host, or updates its address and capacity if the name exists.
+/// Adds a host, or updates its address, capacity and TLS settings if the
+/// name exists.
 pub async fn upsert(client: &impl GenericClient, host: &NewHost) -> Result<DbHost, RegistryError> {
     insert(
         client,
         host,
         "DO UPDATE SET host = EXCLUDED.host, port = EXCLUDED.port,
                        admin_user = EXCLUDED.admin_user, capacity = EXCLUDED.capacity,
+                       sslmode = EXCLUDED.sslmode, sslrootcert = EXCLUDED.sslrootcert,
                        updated_at = now()",
     )
     .await?;
@@ -125,8 +144,8 @@ async fn insert(
     client
         .execute(
             &format!(
-                "INSERT INTO db_hosts (id, name, host, port, admin_user, capacity)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (name) {on_conflict}"
+                "INSERT INTO db_hosts (id, name, host, port, admin_user, capacity, sslmode, sslrootcert)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (name) {on_conflict}"
             ),
             &[
                 &Uuid::now_v7(),
@@ -135,6 +154,8 @@ async fn insert(
                 &i32::from(host.port),
                 &host.admin_user,
                 &host.capacity,
+                &host.tls.sslmode.map(|m| m.as_str()),
+                &host.tls.sslrootcert.as_ref().map(|r| r.as_str().into_owned()),
             ],
         )
         .await?;
@@ -148,7 +169,7 @@ pub async fn list(client: &impl GenericClient) -> Result<Vec<DbHost>, RegistryEr
             &[],
         )
         .await?;
-    Ok(rows.iter().map(host_from_row).collect())
+    rows.iter().map(host_from_row).collect()
 }
 
 pub async fn get(client: &impl GenericClient, name: &str) -> Result<Option<DbHost>, RegistryError> {
@@ -158,7 +179,7 @@ pub async fn get(client: &impl GenericClient, name: &str) -> Result<Option<DbHos
             &[&name],
         )
         .await?;
-    Ok(row.as_ref().map(host_from_row))
+    row.as_ref().map(host_from_row).transpose()
 }
 
 pub async fn get_by_id(
@@ -171,7 +192,7 @@ pub async fn get_by_id(
             &[&id],
         )
         .await?;
-    Ok(row.as_ref().map(host_from_row))
+    row.as_ref().map(host_from_row).transpose()
 }
 
 /// Sets a host accepting or draining. Returns false if there is no such host.
@@ -211,5 +232,5 @@ pub async fn place(
             &[],
         )
         .await?;
-    Ok(row.as_ref().map(host_from_row))
+    row.as_ref().map(host_from_row).transpose()
 }

@@ -5,7 +5,8 @@
 //! are read by column name into typed structs.
 //!
 //! This crate knows nothing of HTTP or of the servers that hold tenant
-//! databases (that is the provisioner's). Without the `migrations` feature it
+//! databases (that is the provisioner's), except how to reach one: [`tls`]
+//! opens every PostgreSQL connection of tenant-plane. Without the `migrations` feature it
 //! does not embed or run migrations either, so the resolver, which reads
 //! tenants, pulls no migration tooling.
 #![forbid(unsafe_code)]
@@ -21,6 +22,7 @@ pub mod schema;
 pub mod sync_runs;
 pub mod template_versions;
 pub mod tenants;
+pub mod tls;
 pub mod webhook_events;
 
 pub use error::{db_error_is_unavailable, describe, RegistryError};

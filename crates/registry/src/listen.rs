@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use tokio::sync::watch;
-use tokio_postgres::{AsyncMessage, Config, NoTls};
+use tokio_postgres::AsyncMessage;
+
+use crate::tls::ConnectOptions;
 
 /// Woken workers re-scan the registry; payload-free.
 pub const WAKE_CHANNEL: &str = "tenant_plane_reconcile";
@@ -29,16 +31,18 @@ pub enum Signal<'a> {
 
 /// Listens on `channels` until `shutdown` turns true (or its sender is
 /// dropped), calling `on` for each signal. A lost connection is reopened
-/// after a second.
+/// after a second. The connection uses `target`'s TLS settings, so a server
+/// whose certificate does not verify is retried, never listened to in
+/// plaintext.
 pub async fn listen(
-    config: Config,
+    target: ConnectOptions,
     channels: &[&str],
     mut on: impl FnMut(Signal<'_>),
     mut shutdown: watch::Receiver<bool>,
 ) {
     let listen_sql: String = channels.iter().map(|c| format!("LISTEN {c};")).collect();
     while !*shutdown.borrow() {
-        match config.connect(NoTls).await {
+        match target.connect().await {
             Ok((client, mut connection)) => {
                 // The connection task forwards notifications; it ends when the
                 // connection does, which closes the channel.

@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
+use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod, Runtime};
+
+use crate::tls::{ConnectOptions, TlsError};
 
 /// How a pool behaves when the database is slow or gone. Short timeouts are
 /// deliberate: a webhook that cannot be stored must fail fast (503) so Svix
@@ -27,40 +28,38 @@ impl Default for PoolOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PoolSetupError {
-    #[error("invalid database URL: {0}")]
-    Url(tokio_postgres::Error),
+    /// The URL, or its TLS settings (sslmode, sslrootcert, ...), are wrong.
+    #[error(transparent)]
+    Url(#[from] TlsError),
     #[error("could not build the connection pool: {0}")]
     Build(#[from] deadpool_postgres::BuildError),
 }
 
-/// Parses a `postgres://` URL. The error never repeats the URL: it may hold a
-/// password.
-pub fn parse_url(url: &str) -> Result<tokio_postgres::Config, PoolSetupError> {
-    url.parse::<tokio_postgres::Config>()
-        .map_err(PoolSetupError::Url)
+/// Parses a `postgres://` URL, TLS keys included (see [`crate::tls`]). The
+/// error never repeats the URL: it may hold a password.
+pub fn parse_url(url: &str) -> Result<ConnectOptions, PoolSetupError> {
+    Ok(ConnectOptions::parse(url)?)
 }
 
 /// Builds a lazily-connecting pool: no connection is made until first use, so
-/// a server can start (and answer 503) while its database is down.
+/// a server can start (and answer 503) while its database is down. The TLS
+/// files (sslrootcert, sslcert, sslkey) are read now, so a missing one is an
+/// error here rather than at the first checkout.
 pub fn build_pool(
-    mut config: tokio_postgres::Config,
+    mut target: ConnectOptions,
     options: &PoolOptions,
 ) -> Result<Pool, PoolSetupError> {
-    config.connect_timeout(options.connect_timeout);
-    if config.get_application_name().is_none() {
-        config.application_name("tenant-plane");
+    target.config.connect_timeout(options.connect_timeout);
+    if target.config.get_application_name().is_none() {
+        target.config.application_name("tenant-plane");
     }
-    let manager = Manager::from_config(
-        config,
-        NoTls,
-        ManagerConfig {
-            // A closed connection (server restarted, network cut) is noticed
-            // by its socket and dropped on checkout; verifying every checkout
-            // with a round trip would cost more than the queries it guards
-            // (the lookup benchmark measured ~100 us of ~700).
-            recycling_method: RecyclingMethod::Fast,
-        },
-    );
+    let manager = target.manager(ManagerConfig {
+        // A closed connection (server restarted, network cut) is noticed
+        // by its socket and dropped on checkout; verifying every checkout
+        // with a round trip would cost more than the queries it guards
+        // (the lookup benchmark measured ~100 us of ~700).
+        recycling_method: RecyclingMethod::Fast,
+    })?;
     Ok(Pool::builder(manager)
         .max_size(options.max_size)
         .runtime(Runtime::Tokio1)

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use model::{ClerkOrgId, DesiredState, PgIdent, TenantId, TenantStatus};
 
 use crate::crypto::{CryptoError, PasswordCipher};
+use crate::tls::{ConnectOptions, HostTls, TlsError, TlsSettings};
 use crate::RegistryError;
 
 pub use crate::listen::{CHANGED_CHANNEL, WAKE_CHANNEL};
@@ -17,7 +18,8 @@ pub use crate::listen::{CHANGED_CHANNEL, WAKE_CHANNEL};
 /// The columns of [`Tenant`], read back by these names.
 pub const TENANT_COLUMNS: &str = "t.id, t.clerk_org_id, t.slug, t.name, t.status, \
     t.desired_state, t.plan, t.db_host_id, h.name AS db_host, h.host AS db_host_address, \
-    h.port AS db_host_port, t.db_name, t.db_role, \
+    h.port AS db_host_port, h.sslmode AS db_host_sslmode, h.sslrootcert AS db_host_sslrootcert, \
+    t.db_name, t.db_role, \
     t.template_version, t.attempts, t.next_attempt_at, t.last_error, t.source_updated_at, \
     t.created_at, t.updated_at, t.deleted_at, t.purge_after, t.metadata, t.db_password_enc, \
     t.privilege_model, t.limits_applied";
@@ -75,6 +77,10 @@ pub struct Placement {
     pub address: String,
     #[serde(skip)]
     pub port: u16,
+    /// The host's own TLS settings (from `db_hosts`); unset ones inherit
+    /// database.url's.
+    #[serde(skip)]
+    pub tls: HostTls,
     #[serde(rename = "db_name")]
     pub database: PgIdent,
     #[serde(rename = "db_role")]
@@ -121,6 +127,11 @@ impl Tenant {
                 address: r.try_get("db_host_address")?,
                 port: u16::try_from(r.try_get::<_, i32>("db_host_port")?)
                     .map_err(|_| corrupt("db_hosts.port out of range".into()))?,
+                tls: HostTls::from_columns(
+                    r.try_get("db_host_sslmode")?,
+                    r.try_get("db_host_sslrootcert")?,
+                )
+                .map_err(|e| corrupt(format!("db_hosts TLS settings: {e}")))?,
                 database,
                 role,
             }),
@@ -376,12 +387,18 @@ pub async fn act(
     actor: &str,
 ) -> Result<Tenant, ActionError> {
     let tx = client.transaction().await?;
-    let sql = format!("SELECT {TENANT_COLUMNS} FROM {TENANT_FROM} WHERE t.id = $1 FOR UPDATE OF t");
-    let row = tx
-        .query_opt(&sql, &[&id.as_uuid()])
+    // Lock, then read the whole row in a statement of its own: a locking
+    // statement re-checks a concurrently updated row alone, so the host
+    // columns it joined could be those of the version before.
+    tx.query_opt(
+        "SELECT id FROM tenant_registry WHERE id = $1 FOR UPDATE",
+        &[&id.as_uuid()],
+    )
+    .await?
+    .ok_or(ActionError::NotFound(id))?;
+    let t = get(&tx, TenantKey::Id(id))
         .await?
         .ok_or(ActionError::NotFound(id))?;
-    let t = Tenant::from_row(&row)?;
     let conflict = |reason: &str| ActionError::Conflict {
         action: action.as_str(),
         tenant: id,
@@ -442,9 +459,11 @@ pub async fn act(
     )
     .await?;
     notify_changed(&tx, id).await?;
-    let row = tx.query_one(&sql, &[&id.as_uuid()]).await?;
+    let t = get(&tx, TenantKey::Id(id))
+        .await?
+        .ok_or(ActionError::NotFound(id))?;
     tx.commit().await?;
-    Ok(Tenant::from_row(&row)?)
+    Ok(t)
 }
 
 /// How to connect to a tenant's database as the tenant's own role.
@@ -455,6 +474,23 @@ pub struct TenantCredentials {
     pub dbname: PgIdent,
     pub role: PgIdent,
     pub password: String,
+    /// The host's TLS settings (its own, else database.url's), without
+    /// database.url's client certificate: tenant roles log in by password.
+    pub tls: TlsSettings,
+}
+
+impl TenantCredentials {
+    /// Where and how to connect as the tenant's role.
+    pub fn connect_options(&self) -> ConnectOptions {
+        let mut config = tokio_postgres::Config::new();
+        config
+            .host(&self.host)
+            .port(self.port)
+            .user(self.role.as_str())
+            .password(&self.password)
+            .dbname(self.dbname.as_str());
+        ConnectOptions::new(config, self.tls.clone())
+    }
 }
 
 impl std::fmt::Debug for TenantCredentials {
@@ -465,6 +501,7 @@ impl std::fmt::Debug for TenantCredentials {
             .field("dbname", &self.dbname)
             .field("role", &self.role)
             .field("password", &"[redacted]")
+            .field("tls", &self.tls)
             .finish()
     }
 }
@@ -477,14 +514,31 @@ pub enum CredentialsError {
     Crypto(#[from] CryptoError),
 }
 
+/// Why [`credentials`] could not tell how to reach a tenant's database.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantCredentialsError {
+    #[error(transparent)]
+    Credentials(#[from] CredentialsError),
+    /// The host's TLS settings, over database.url's, do not make sense
+    /// (e.g. verify-full without any sslrootcert).
+    #[error("TLS settings of db host {host:?}: {source}")]
+    Tls {
+        host: String,
+        #[source]
+        source: TlsError,
+    },
+}
+
 /// The tenant's connection parameters, with its password decrypted. No
-/// query: the tenant row carries its host's address.
+/// query: the tenant row carries its host's address and TLS settings;
+/// `tls_defaults` (database.url's) fill in what the host leaves unset.
 pub fn credentials(
     cipher: &PasswordCipher,
     tenant: &Tenant,
-) -> Result<TenantCredentials, CredentialsError> {
+    tls_defaults: &TlsSettings,
+) -> Result<TenantCredentials, TenantCredentialsError> {
     let Some(p) = &tenant.placement else {
-        return Err(CredentialsError::NotPlaced(tenant.id));
+        return Err(CredentialsError::NotPlaced(tenant.id).into());
     };
     Ok(TenantCredentials {
         host: p.address.clone(),
@@ -492,6 +546,12 @@ pub fn credentials(
         dbname: p.database.clone(),
         role: p.role.clone(),
         password: password(cipher, tenant)?,
+        tls: tls_defaults
+            .for_host(&p.tls)
+            .map_err(|source| TenantCredentialsError::Tls {
+                host: p.host.clone(),
+                source,
+            })?,
     })
 }
 

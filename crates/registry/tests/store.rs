@@ -329,7 +329,7 @@ async fn replicas_migrating_at_once_take_turns() {
     let runs = (0..4).map(|_| {
         let config = db.config();
         tokio::spawn(async move {
-            let (mut client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+            let (mut client, conn) = config.connect().await.unwrap();
             tokio::spawn(conn);
             registry::schema::migrate(&mut client).await
         })

@@ -47,7 +47,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context;
 use criterion::{BatchSize, Criterion};
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use model::clerk::Organization;
 use model::ids::{ClerkOrgId, TenantId};
@@ -61,6 +61,7 @@ use registry::directory;
 use registry::hosts::{self, NewHost};
 use registry::pool::PoolOptions;
 use registry::tenants::{self, TenantCredentials, TenantKey};
+use registry::tls::ConnectOptions;
 use serde_json::Value;
 use tenant_plane_resolver::clock::SystemClock;
 use tenant_plane_resolver::jwks::KeySource;
@@ -149,7 +150,8 @@ impl Fixture {
         let cipher = PasswordCipher::from_base64(&random_key())?;
 
         // The default host: the server of the admin URL, as `serve` seeds it.
-        let admin = db.config();
+        let admin_target = db.config();
+        let admin = &admin_target.config;
         let host_addr = match admin.get_hosts().first() {
             Some(Host::Tcp(h)) => h.clone(),
             _ => "127.0.0.1".to_owned(),
@@ -166,12 +168,15 @@ impl Fixture {
                 port: admin.get_ports().first().copied().unwrap_or(5432),
                 admin_user: admin.get_user().unwrap_or("postgres").to_owned(),
                 capacity: 1000,
+                tls: Default::default(),
             },
         )
         .await?;
         let reconciler = Reconciler::new(
             control.clone(),
-            HostConnector::new(Duration::from_secs(5)).with_password("default", &password),
+            HostConnector::new(Duration::from_secs(5))
+                .with_password("default", &password)
+                .with_tls_defaults(admin_target.tls.clone()),
             cipher.clone(),
             Templates::embedded(),
             ReconcilerSettings {
@@ -219,7 +224,7 @@ impl Fixture {
             );
             ids.push(t);
         }
-        let first_credentials = tenants::credentials(&cipher, &ids[0])?;
+        let first_credentials = tenants::credentials(&cipher, &ids[0], &admin_target.tls)?;
         drop(client);
 
         let pem = jwt::public_pem("rsa-a");
@@ -229,6 +234,7 @@ impl Fixture {
                 pools: PoolLimits::default(),
                 cache_ttl: Duration::from_secs(3600),
                 cache_max_entries: tenant_plane_resolver::cache::DEFAULT_MAX_ENTRIES,
+                tls: admin_target.tls.clone(),
             },
             control.clone(),
             cipher,
@@ -283,18 +289,14 @@ fn mint(org: &str, n: usize) -> String {
     jwt::sign(&session.v2())
 }
 
-/// A tokio-postgres config that logs in as the tenant's role.
-fn tenant_config(c: &TenantCredentials) -> tokio_postgres::Config {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&c.host)
-        .port(c.port)
-        .user(c.role.as_str())
-        .password(&c.password)
-        .dbname(c.dbname.as_str())
+/// Connection settings that log in as the tenant's role.
+fn tenant_config(c: &TenantCredentials) -> ConnectOptions {
+    let mut target = c.connect_options();
+    target
+        .config
         .application_name("tenant-plane-bench")
         .connect_timeout(Duration::from_secs(5));
-    config
+    target
 }
 
 fn warm(c: &mut Criterion, rt: &Runtime, f: &Fixture) {
@@ -343,13 +345,13 @@ fn warm(c: &mut Criterion, rt: &Runtime, f: &Fixture) {
             .iter(|| async { verified.get().await.expect("checkout") })
     });
 
-    let fast = Pool::builder(Manager::from_config(
-        tenant_config(&f.first_credentials),
-        tokio_postgres::NoTls,
-        ManagerConfig {
-            recycling_method: RecyclingMethod::Fast,
-        },
-    ))
+    let fast = Pool::builder(
+        tenant_config(&f.first_credentials)
+            .manager(ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            })
+            .expect("baseline manager"),
+    )
     .max_size(5)
     .runtime(deadpool_postgres::Runtime::Tokio1)
     .build()
@@ -389,10 +391,7 @@ fn cold(c: &mut Criterion, rt: &Runtime, f: &Fixture) {
         b.to_async(rt).iter_batched(
             || (),
             |()| async {
-                let (client, connection) = config
-                    .connect(tokio_postgres::NoTls)
-                    .await
-                    .expect("connects");
+                let (client, connection) = config.connect().await.expect("connects");
                 tokio::spawn(connection);
                 client
             },

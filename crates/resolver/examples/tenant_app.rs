@@ -76,16 +76,17 @@ fn env(name: &str) -> String {
 
 #[actix_web::main]
 async fn main() -> anyhow::Result<()> {
-    let control = build_pool(
-        parse_url(&env("CONTROL_DATABASE_URL"))?,
-        &PoolOptions::default(),
-    )?;
+    // The control database URL's TLS settings (sslmode, sslrootcert) also
+    // apply to tenant databases whose db host sets none of its own.
+    let control_target = parse_url(&env("CONTROL_DATABASE_URL"))?;
+    let control = build_pool(control_target.clone(), &PoolOptions::default())?;
     let issuer = env("CLERK_ISSUER");
     let config = ResolverConfig {
         token: VerifierConfig::new(issuer.clone(), KeySource::clerk_jwks(&issuer)),
         pools: PoolLimits::default(),
         cache_ttl: Duration::from_secs(60),
         cache_max_entries: tenant_plane_resolver::cache::DEFAULT_MAX_ENTRIES,
+        tls: control_target.tls.clone(),
     };
     let resolver = Arc::new(Resolver::new(
         config,
@@ -94,7 +95,7 @@ async fn main() -> anyhow::Result<()> {
         Arc::new(SystemClock),
     )?);
     // Suspended and deleted tenants are dropped the moment the registry says so.
-    resolver.listen_for_changes(parse_url(&env("CONTROL_DATABASE_URL"))?);
+    resolver.listen_for_changes(control_target);
 
     let data = web::Data::from(resolver);
     HttpServer::new(move || {

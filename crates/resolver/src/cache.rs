@@ -17,6 +17,7 @@ use deadpool_postgres::Pool;
 use model::{ClerkOrgId, TenantId, TenantStatus};
 use registry::crypto::PasswordCipher;
 use registry::tenants::{self, Tenant, TenantCredentials, TenantKey};
+use registry::tls::TlsSettings;
 use serde::Serialize;
 
 /// What the resolver knows of a tenant: its registry row as it was read, and
@@ -48,7 +49,7 @@ impl std::fmt::Debug for ResolvedTenant {
 }
 
 impl ResolvedTenant {
-    /// Connection parameters (host, port, database, role, password).
+    /// Connection parameters (host, port, database, role, password, TLS).
     pub fn credentials(&self) -> Option<&TenantCredentials> {
         self.credentials.as_ref()
     }
@@ -59,7 +60,7 @@ pub enum LookupError {
     #[error(transparent)]
     Registry(#[from] registry::RegistryError),
     #[error(transparent)]
-    Credentials(#[from] tenants::CredentialsError),
+    Credentials(#[from] tenants::TenantCredentialsError),
     /// The failure of a fetch another caller was waiting for.
     #[error(transparent)]
     Shared(Arc<LookupError>),
@@ -100,6 +101,7 @@ pub const DEFAULT_MAX_ENTRIES: usize = 10_000;
 pub struct TenantCache {
     control: Pool,
     cipher: PasswordCipher,
+    tls_defaults: TlsSettings,
     ttl: Duration,
     max_entries: usize,
     inner: Mutex<Inner>,
@@ -107,10 +109,19 @@ pub struct TenantCache {
 }
 
 impl TenantCache {
-    pub fn new(control: Pool, cipher: PasswordCipher, ttl: Duration, max_entries: usize) -> Self {
+    /// `tls_defaults` are database.url's: they fill in what a tenant's db
+    /// host leaves unset.
+    pub fn new(
+        control: Pool,
+        cipher: PasswordCipher,
+        tls_defaults: TlsSettings,
+        ttl: Duration,
+        max_entries: usize,
+    ) -> Self {
         Self {
             control,
             cipher,
+            tls_defaults: tls_defaults.without_client_cert(),
             ttl,
             max_entries: max_entries.max(1),
             inner: Mutex::new(Inner::default()),
@@ -215,7 +226,7 @@ impl TenantCache {
             return Ok(None);
         };
         let credentials = if t.status == TenantStatus::Active {
-            Some(tenants::credentials(&self.cipher, &t)?)
+            Some(tenants::credentials(&self.cipher, &t, &self.tls_defaults)?)
         } else {
             None
         };
@@ -265,11 +276,17 @@ mod tests {
 
     fn cache(max_entries: usize) -> TenantCache {
         // Never connects: every fetch here is the test's own.
-        let config: tokio_postgres::Config = "postgres://nobody@127.0.0.1:1/none".parse().unwrap();
-        let pool = registry::pool::build_pool(config, &Default::default()).unwrap();
+        let target = registry::pool::parse_url("postgres://nobody@127.0.0.1:1/none").unwrap();
+        let pool = registry::pool::build_pool(target.clone(), &Default::default()).unwrap();
         let cipher =
             PasswordCipher::from_base64("MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=").unwrap();
-        TenantCache::new(pool, cipher, Duration::from_secs(60), max_entries)
+        TenantCache::new(
+            pool,
+            cipher,
+            target.tls,
+            Duration::from_secs(60),
+            max_entries,
+        )
     }
 
     fn org(n: usize) -> ClerkOrgId {
@@ -413,7 +430,7 @@ mod tests {
         let err = cache
             .get_or_fetch(&o, || async {
                 Err(LookupError::Credentials(
-                    tenants::CredentialsError::NotPlaced(TenantId::new()),
+                    tenants::CredentialsError::NotPlaced(TenantId::new()).into(),
                 ))
             })
             .await

@@ -48,6 +48,9 @@ pub enum PoolError {
     Exhausted(usize),
     #[error("cannot connect to the tenant database: {}", registry::describe(.0))]
     Connect(tokio_postgres::Error),
+    /// The host's TLS files (sslrootcert) could not be used.
+    #[error("cannot connect to the tenant database: {0}")]
+    Tls(#[from] registry::tls::TlsError),
     #[error("the tenant's pool was closed (suspended or deleted)")]
     Closed,
 }
@@ -251,23 +254,15 @@ impl PoolManager {
             entry.last_used = Instant::now();
             return Ok(entry.pool.clone());
         }
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host(&credentials.host)
-            .port(credentials.port)
-            .user(credentials.role.as_str())
-            .password(&credentials.password)
-            .dbname(credentials.dbname.as_str())
+        let mut target = credentials.connect_options();
+        target
+            .config
             .application_name("tenant-plane-resolver")
             .connect_timeout(self.shared.limits.acquire_timeout);
         let manager = BudgetedManager {
-            inner: deadpool_postgres::Manager::from_config(
-                config,
-                tokio_postgres::NoTls,
-                ManagerConfig {
-                    recycling_method: RecyclingMethod::Fast,
-                },
-            ),
+            inner: target.manager(ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            })?,
             tenant,
             shared: Arc::downgrade(&self.shared),
         };

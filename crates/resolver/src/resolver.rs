@@ -9,6 +9,7 @@ use http::StatusCode;
 use model::{TenantId, TenantStatus};
 use registry::crypto::PasswordCipher;
 use registry::listen::{self, Signal, CHANGED_CHANNEL};
+use registry::tls::{ConnectOptions, TlsSettings};
 use tokio::task::JoinHandle;
 
 use crate::cache::{CacheStats, LookupError, ResolvedTenant, TenantCache};
@@ -25,6 +26,10 @@ pub struct ResolverConfig {
     pub cache_ttl: Duration,
     /// Most tenants cached at once.
     pub cache_max_entries: usize,
+    /// TLS to tenant databases where their db host sets none of its own:
+    /// the control database URL's (`registry::pool::parse_url(url)?.tls`).
+    /// Its client certificate, if any, is not used for tenant roles.
+    pub tls: TlsSettings,
 }
 
 /// Why a token did not resolve to a usable tenant. Each has its own HTTP
@@ -159,7 +164,13 @@ impl Resolver {
     ) -> Result<Self, ResolverSetupError> {
         Ok(Self {
             verifier: TokenVerifier::new(config.token, clock)?,
-            cache: TenantCache::new(control, cipher, config.cache_ttl, config.cache_max_entries),
+            cache: TenantCache::new(
+                control,
+                cipher,
+                config.tls,
+                config.cache_ttl,
+                config.cache_max_entries,
+            ),
             pools: PoolManager::new(config.pools),
         })
     }
@@ -229,7 +240,7 @@ impl Resolver {
     /// at once; (re)subscribing clears the cache, since notifications may
     /// have been missed meanwhile. Also sweeps idle pools. Runs until the
     /// returned task is aborted.
-    pub fn listen_for_changes(self: &Arc<Self>, config: tokio_postgres::Config) -> JoinHandle<()> {
+    pub fn listen_for_changes(self: &Arc<Self>, control: ConnectOptions) -> JoinHandle<()> {
         let this = Arc::clone(self);
         tokio::spawn(async move {
             // Never told to stop: the task ends when it is aborted.
@@ -252,7 +263,7 @@ impl Resolver {
                 },
             };
             tokio::join!(
-                listen::listen(config, &[CHANGED_CHANNEL], on_signal, shutdown),
+                listen::listen(control, &[CHANGED_CHANNEL], on_signal, shutdown),
                 sweeper
             );
         })

@@ -65,7 +65,7 @@ use support::{app_settings, main_with_database, millis, percentile, positive};
 use tenant_plane::startup::Application;
 use testkit::{PrefixGuard, TestDatabase, TestSettings};
 use tokio::sync::{mpsc, oneshot};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio_postgres::{AsyncMessage, Client};
 use webhooks::samples::{SampleEvent, SampleIds};
 use webhooks::WebhookVerifier;
 
@@ -200,11 +200,10 @@ async fn checkpoint() -> anyhow::Result<()> {
 }
 
 async fn admin_connection() -> anyhow::Result<Client> {
-    let config: tokio_postgres::Config = testkit::admin_url()
-        .parse()
+    let target = registry::pool::parse_url(&testkit::admin_url())
         .context("the PostgreSQL admin URL does not parse")?;
-    let (client, connection) = config
-        .connect(NoTls)
+    let (client, connection) = target
+        .connect()
         .await
         .context("cannot connect to the dev PostgreSQL; is scripts/dev-db running?")?;
     tokio::spawn(connection);
@@ -408,7 +407,7 @@ impl Waiters {
 
 impl ActiveWatch {
     async fn start(db: &TestDatabase) -> anyhow::Result<Self> {
-        let (client, mut connection) = db.config().connect(NoTls).await?;
+        let (client, mut connection) = db.config().connect().await?;
         // Each notification is stamped as it comes off the socket, so that
         // the status query it triggers is not counted in the latency.
         let (tx, rx) = mpsc::unbounded_channel();

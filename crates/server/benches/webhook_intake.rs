@@ -97,11 +97,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
 /// What the figures depend on besides the code: CPUs, PostgreSQL version and
 /// its durability settings (commit latency is mostly the WAL flush).
 async fn print_context(args: &Args) -> anyhow::Result<()> {
-    let config: tokio_postgres::Config = testkit::admin_url()
-        .parse()
+    let target = registry::pool::parse_url(&testkit::admin_url())
         .context("the PostgreSQL admin URL does not parse")?;
-    let (client, connection) = config
-        .connect(tokio_postgres::NoTls)
+    let (client, connection) = target
+        .connect()
         .await
         .context("cannot connect to the dev PostgreSQL; is scripts/dev-db running?")?;
     tokio::spawn(connection);

@@ -10,6 +10,7 @@ use provisioner::reconciler::{Reconciler, ReconcilerSettings};
 use provisioner::template::Templates;
 use provisioner::HostConnector;
 use registry::hosts::{self, NewHost};
+use registry::tls::HostTls;
 use secrecy::ExposeSecret;
 use tokio_postgres::config::Host;
 
@@ -23,9 +24,11 @@ pub const DEFAULT_HOST: &str = "default";
 /// cannot be set by accident in a config file.
 pub const PAUSE_AT_ENV: &str = "TENANT_PLANE_PAUSE_AT";
 
-/// The server of `database.url`, as a db host.
+/// The server of `database.url`, as a db host. Its TLS columns stay unset:
+/// it inherits database.url's TLS settings, whatever they become.
 fn default_host(settings: &Settings) -> anyhow::Result<(NewHost, Option<String>)> {
-    let config = registry::pool::parse_url(settings.database_url()?)?;
+    let target = registry::pool::parse_url(settings.database_url()?)?;
+    let config = &target.config;
     let host = match config.get_hosts().first() {
         Some(Host::Tcp(h)) => h.clone(),
         Some(Host::Unix(path)) => path.display().to_string(),
@@ -41,15 +44,23 @@ fn default_host(settings: &Settings) -> anyhow::Result<(NewHost, Option<String>)
             port: config.get_ports().first().copied().unwrap_or(5432),
             admin_user: config.get_user().unwrap_or("postgres").to_owned(),
             capacity: settings.tenants.default_host_capacity,
+            tls: HostTls::default(),
         },
         password,
     ))
 }
 
-/// Admin connections to every host we have a password for.
+/// Admin connections to every host we have a password for, with
+/// database.url's TLS settings for hosts that set none of their own, and
+/// its client certificate (if any) for the default host, its own server.
 pub fn host_connector(settings: &Settings) -> anyhow::Result<HostConnector> {
     let (_, default_password) = default_host(settings)?;
-    let mut connector = HostConnector::new(settings.database.connect_timeout);
+    let tls = registry::pool::parse_url(settings.database_url()?)?.tls;
+    let mut connector =
+        HostConnector::new(settings.database.connect_timeout).with_tls_defaults(tls.clone());
+    if let Some(cert) = tls.client_cert() {
+        connector = connector.with_client_cert(DEFAULT_HOST, cert.clone());
+    }
     if let Some(pw) = default_password {
         connector = connector.with_password(DEFAULT_HOST, &pw);
     }

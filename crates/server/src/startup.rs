@@ -194,6 +194,7 @@ pub fn build_resolver(settings: &Settings, control: Pool) -> anyhow::Result<Opti
         },
         cache_ttl: settings.resolver.cache_ttl,
         cache_max_entries: settings.resolver.cache_max_entries,
+        tls: registry::pool::parse_url(settings.database_url()?)?.tls,
     };
     let resolver = Resolver::new(config, control, settings.cipher()?, Arc::new(SystemClock))
         .context("clerk.jwt_public_key")?;
@@ -208,9 +209,9 @@ pub fn build_resolver(settings: &Settings, control: Pool) -> anyhow::Result<Opti
 /// keep running: an embedder (or a test) that blocks it starves requests that
 /// happen to get such a connection.
 pub fn control_pool(settings: &Settings) -> anyhow::Result<Pool> {
-    let config = registry::pool::parse_url(settings.database_url()?)?;
+    let target = registry::pool::parse_url(settings.database_url()?)?;
     Ok(registry::pool::build_pool(
-        config,
+        target,
         &settings.pool_options(),
     )?)
 }

@@ -1,4 +1,5 @@
-use tokio_postgres::{Client, Config, NoTls};
+use registry::tls::ConnectOptions;
+use tokio_postgres::Client;
 
 /// The environment variables naming the admin URL, in order of preference.
 const URL_VARS: [&str; 2] = [
@@ -32,16 +33,26 @@ pub fn admin_url() -> String {
 /// runs are dropped by scripts/test.
 pub struct TestDatabase {
     pub name: String,
-    admin: Config,
+    admin: ConnectOptions,
+}
+
+/// Parses an admin URL of the test servers, TLS settings included.
+pub fn parse_admin_url(url: &str) -> ConnectOptions {
+    ConnectOptions::parse(url).unwrap_or_else(|e| panic!("test database URL: {e}"))
 }
 
 impl TestDatabase {
     /// An empty database (no schema).
     pub async fn empty() -> Self {
-        let admin: Config = admin_url().parse().expect("admin URL parses");
+        Self::empty_on(&admin_url()).await
+    }
+
+    /// An empty database on the server of `admin_url` (e.g.
+    /// [`tls_admin_url`]).
+    pub async fn empty_on(admin_url: &str) -> Self {
+        let admin = parse_admin_url(admin_url);
         let name = format!("tp_test_{}", uuid::Uuid::new_v4().simple());
-        let (client, connection) = admin.connect(NoTls).await.expect("admin connection");
-        tokio::spawn(connection);
+        let client = connect_config(&admin).await;
         client
             .batch_execute(&format!("CREATE DATABASE \"{name}\""))
             .await
@@ -51,7 +62,12 @@ impl TestDatabase {
 
     /// A database with the control-plane schema applied.
     pub async fn migrated() -> Self {
-        let db = Self::empty().await;
+        Self::migrated_on(&admin_url()).await
+    }
+
+    /// A migrated database on the server of `admin_url`.
+    pub async fn migrated_on(admin_url: &str) -> Self {
+        let db = Self::empty_on(admin_url).await;
         let mut client = connect_config(&db.config()).await;
         registry::schema::migrate(&mut client)
             .await
@@ -59,16 +75,19 @@ impl TestDatabase {
         db
     }
 
-    /// Connection settings for this database (admin credentials).
-    pub fn config(&self) -> Config {
-        let mut config = self.admin.clone();
-        config.dbname(&self.name);
-        config
+    /// Connection settings for this database (admin credentials, the test
+    /// server's TLS settings).
+    pub fn config(&self) -> ConnectOptions {
+        let mut target = self.admin.clone();
+        target.config.dbname(&self.name);
+        target
     }
 
-    /// A `postgres://` URL for this database, for child processes.
+    /// A `postgres://` URL for this database, for child processes, with the
+    /// test server's TLS settings.
     pub fn url(&self) -> String {
-        let c = self.config();
+        let target = self.config();
+        let c = &target.config;
         let host = match c.get_hosts().first() {
             Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
             _ => "127.0.0.1".to_owned(),
@@ -79,7 +98,11 @@ impl TestDatabase {
             .get_password()
             .map(|p| format!(":{}", String::from_utf8_lossy(p)))
             .unwrap_or_default();
-        format!("postgres://{user}{password}@{host}:{port}/{}", self.name)
+        format!(
+            "postgres://{user}{password}@{host}:{port}/{}?{}",
+            self.name,
+            target.tls.url_params()
+        )
     }
 
     /// A plain client on this database.
@@ -88,13 +111,11 @@ impl TestDatabase {
     }
 }
 
-async fn connect_config(config: &Config) -> Client {
-    let (client, connection) = config
-        .connect(NoTls)
+async fn connect_config(target: &ConnectOptions) -> Client {
+    target
+        .connect_spawned()
         .await
-        .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"));
-    tokio::spawn(connection);
-    client
+        .unwrap_or_else(|e| panic!("cannot connect to the test PostgreSQL: {e}"))
 }
 
 /// Runs async cleanup from `Drop`, which is not async: on a short-lived
@@ -120,8 +141,7 @@ impl Drop for TestDatabase {
         let name = self.name.clone();
         let admin = self.admin.clone();
         cleanup_on_drop(async move {
-            if let Ok((client, connection)) = admin.connect(NoTls).await {
-                tokio::spawn(connection);
+            if let Ok(client) = admin.connect_spawned().await {
                 let _ = client
                     .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
                     .await;
@@ -145,21 +165,27 @@ pub fn second_admin_url() -> String {
 }
 
 /// Drops, when dropped, every database and role whose name starts with
-/// `prefix` on the test servers: the tenant databases a test provisioned.
+/// `prefix` on the test servers (those of TENANT_PLANE_TEST_DATABASE_URL,
+/// _URL_2 and _TLS_DATABASE_URL): the tenant databases a test provisioned.
 pub struct PrefixGuard {
     pub prefix: String,
-    servers: Vec<Config>,
+    servers: Vec<ConnectOptions>,
 }
 
 impl PrefixGuard {
     /// A fresh prefix (`tp_test_<10 hex>_`) that scripts/test also sweeps.
     pub fn new() -> Self {
-        let mut servers: Vec<Config> = vec![admin_url().parse().expect("admin URL parses")];
-        if let Some(second) = std::env::var("TENANT_PLANE_TEST_DATABASE_URL_2")
-            .ok()
-            .and_then(|u| u.parse().ok())
-        {
-            servers.push(second);
+        let mut servers = vec![parse_admin_url(&admin_url())];
+        for var in [
+            "TENANT_PLANE_TEST_DATABASE_URL_2",
+            "TENANT_PLANE_TEST_TLS_DATABASE_URL",
+        ] {
+            if let Some(other) = std::env::var(var)
+                .ok()
+                .and_then(|u| ConnectOptions::parse(&u).ok())
+            {
+                servers.push(other);
+            }
         }
         let hex = uuid::Uuid::new_v4().simple().to_string();
         Self {
@@ -187,11 +213,10 @@ impl Drop for PrefixGuard {
     }
 }
 
-async fn drop_prefixed(admin: &Config, pattern: &str) {
-    let Ok((client, connection)) = admin.connect(NoTls).await else {
+async fn drop_prefixed(admin: &ConnectOptions, pattern: &str) {
+    let Ok(client) = admin.connect_spawned().await else {
         return;
     };
-    tokio::spawn(connection);
     let names = |sql: &'static str| {
         let client = &client;
         async move {
@@ -221,4 +246,18 @@ async fn drop_prefixed(admin: &Config, pattern: &str) {
             .batch_execute(&format!("DROP ROLE IF EXISTS \"{name}\""))
             .await;
     }
+}
+
+/// The admin URL of the TLS test server (`scripts/dev-db --tls`, with
+/// `sslmode=verify-full&sslrootcert=<its CA>`), for the TLS tests.
+pub fn tls_admin_url() -> String {
+    std::env::var("TENANT_PLANE_TEST_TLS_DATABASE_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "this test needs a PostgreSQL with TLS: run `scripts/test`, or export \
+                 TENANT_PLANE_TEST_TLS_DATABASE_URL=$(scripts/dev-db --instance 3 --tls | tail -1)"
+            )
+        })
 }

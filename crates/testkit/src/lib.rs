@@ -13,7 +13,10 @@ mod proxy;
 pub mod secrets;
 pub mod settings;
 
-pub use database::{admin_url, database_configured, second_admin_url, PrefixGuard, TestDatabase};
+pub use database::{
+    admin_url, database_configured, parse_admin_url, second_admin_url, tls_admin_url, PrefixGuard,
+    TestDatabase,
+};
 pub use fake_clerk::FakeClerk;
 pub use proxy::ToggleProxy;
 pub use settings::TestSettings;

@@ -8,9 +8,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use model::{DesiredState, PgIdent, TenantId, TenantStatus};
 use rand::Rng;
-use registry::tenants::{
-    notify_changed, record_event, Tenant, PRIVILEGE_MODEL, TENANT_COLUMNS, TENANT_FROM,
-};
+use registry::tenants::{self, notify_changed, record_event, Tenant, PRIVILEGE_MODEL};
 use registry::RegistryError;
 use serde_json::json;
 use uuid::Uuid;
@@ -35,17 +33,31 @@ pub(super) async fn pick(
     plans: &Plans,
 ) -> Result<Option<Tenant>, RegistryError> {
     let claim = format!(
-        "SELECT {TENANT_COLUMNS} FROM {TENANT_FROM}
+        "SELECT t.id FROM tenant_registry t
           WHERE {NEEDS_WORK} AND t.next_attempt_at <= now()
           ORDER BY t.next_attempt_at
           LIMIT 1
           FOR UPDATE OF t SKIP LOCKED"
     );
-    tx.query_opt(&claim, &[&PRIVILEGE_MODEL, &plans.fingerprints()])
+    let id = tx
+        .query_opt(&claim, &[&PRIVILEGE_MODEL, &plans.fingerprints()])
         .await?
-        .as_ref()
-        .map(Tenant::from_row)
-        .transpose()
+        .map(|r| r.get::<_, Uuid>(0));
+    read_locked(tx, id).await
+}
+
+/// The whole row of a tenant this transaction has just locked. Read by a
+/// statement of its own: a row locked after a concurrent update is
+/// re-checked alone, so columns joined in the locking statement (the
+/// host's) could belong to the version before that update.
+async fn read_locked(
+    tx: &Transaction<'_>,
+    id: Option<Uuid>,
+) -> Result<Option<Tenant>, RegistryError> {
+    match id {
+        Some(id) => tenants::get(tx, tenants::TenantKey::Id(TenantId::from(id))).await,
+        None => Ok(None),
+    }
 }
 
 /// How long until the earliest attempt that is due later (a tenant backing
@@ -73,18 +85,18 @@ pub(super) async fn relock(
     plans: &Plans,
 ) -> Result<Option<Tenant>, RegistryError> {
     let relock = format!(
-        "SELECT {TENANT_COLUMNS} FROM {TENANT_FROM}
+        "SELECT t.id FROM tenant_registry t
           WHERE t.id = $3 AND {NEEDS_WORK}
           FOR UPDATE OF t SKIP LOCKED"
     );
-    tx.query_opt(
-        &relock,
-        &[&PRIVILEGE_MODEL, &plans.fingerprints(), tenant.uuid_ref()],
-    )
-    .await?
-    .as_ref()
-    .map(Tenant::from_row)
-    .transpose()
+    let id = tx
+        .query_opt(
+            &relock,
+            &[&PRIVILEGE_MODEL, &plans.fingerprints(), tenant.uuid_ref()],
+        )
+        .await?
+        .map(|r| r.get::<_, Uuid>(0));
+    read_locked(tx, id).await
 }
 
 /// Records the transitional status and, for an active goal, the placement

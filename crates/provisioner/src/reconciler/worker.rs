@@ -17,7 +17,7 @@ impl Reconciler {
         self: Arc<Self>,
         concurrency: usize,
         poll_interval: Duration,
-        listen: tokio_postgres::Config,
+        listen: registry::tls::ConnectOptions,
         shutdown: watch::Receiver<bool>,
     ) {
         let wake = Arc::new(Notify::new());

@@ -2,7 +2,8 @@
 
 use anyhow::bail;
 use clap::Subcommand;
-use registry::hosts::{self, HostState, NewHost};
+use registry::hosts::{self, DbHost, HostState, NewHost};
+use registry::tls::{HostTls, RootCert, SslMode, TlsSettings};
 
 use super::table::{print_json, print_table};
 use crate::config::Settings;
@@ -29,6 +30,15 @@ pub enum HostsCommand {
         /// Tenants this server may hold.
         #[arg(long, default_value_t = 1000)]
         capacity: i32,
+        /// TLS to this server, as libpq's sslmode: disable, prefer, require,
+        /// verify-ca or verify-full. Unset: database.url's.
+        #[arg(long, value_parser = parse_sslmode)]
+        sslmode: Option<SslMode>,
+        /// CA certificates (PEM file on the control plane's machine) the
+        /// server's certificate must chain to, or `system` for the
+        /// operating system's store. Unset: database.url's.
+        #[arg(long)]
+        sslrootcert: Option<String>,
     },
     /// Stop placing new tenants on a host (existing tenants stay).
     Drain { name: String },
@@ -55,6 +65,7 @@ pub enum HostsCommand {
 
 impl HostsCommand {
     pub async fn run(self, settings: &Settings) -> anyhow::Result<std::process::ExitCode> {
+        let url_tls = registry::pool::parse_url(settings.database_url()?)?.tls;
         let pool = crate::startup::control_pool(settings)?;
         let client = pool.get().await?;
         match self {
@@ -74,11 +85,14 @@ impl HostsCommand {
                             h.state.as_str().to_owned(),
                             h.tenants.to_string(),
                             h.capacity.to_string(),
+                            describe_tls(&url_tls, h),
                         ]
                     })
                     .collect();
                 print_table(
-                    &["NAME", "ADDRESS", "ADMIN", "STATE", "TENANTS", "CAPACITY"],
+                    &[
+                        "NAME", "ADDRESS", "ADMIN", "STATE", "TENANTS", "CAPACITY", "TLS",
+                    ],
                     &rows,
                 );
             }
@@ -88,10 +102,24 @@ impl HostsCommand {
                 port,
                 admin_user,
                 capacity,
+                sslmode,
+                sslrootcert,
             } => {
                 hosts::check_name(&name)?;
                 if capacity < 0 {
                     bail!("--capacity must not be negative");
+                }
+                let tls = HostTls {
+                    sslmode,
+                    sslrootcert: sslrootcert.as_deref().map(RootCert::parse).transpose()?,
+                };
+                // Over database.url's, the host's settings must make sense
+                // (verify-full needs a CA, system needs verify-full...).
+                let effective = url_tls.for_host(&tls).map_err(|e| {
+                    anyhow::anyhow!("--sslmode/--sslrootcert (over database.url's): {e}")
+                })?;
+                if let Err(e) = effective.connector() {
+                    eprintln!("warning: {e} (the control plane reads it when it connects)");
                 }
                 let h = hosts::upsert(
                     &client,
@@ -101,12 +129,17 @@ impl HostsCommand {
                         port,
                         admin_user,
                         capacity,
+                        tls,
                     },
                 )
                 .await?;
                 println!(
-                    "host {} registered ({}:{}, capacity {})",
-                    h.name, h.host, h.port, h.capacity
+                    "host {} registered ({}:{}, capacity {}, TLS {})",
+                    h.name,
+                    h.host,
+                    h.port,
+                    h.capacity,
+                    describe_tls(&url_tls, &h)
                 );
                 if !settings.hosts.contains_key(&name) && name != crate::provisioning::DEFAULT_HOST
                 {
@@ -175,4 +208,27 @@ async fn set_state(
     }
     println!("host {name} is {}", state.as_str());
     Ok(())
+}
+
+fn parse_sslmode(s: &str) -> Result<SslMode, String> {
+    s.parse()
+        .map_err(|e: registry::tls::TlsError| e.to_string())
+}
+
+/// `verify-full, sslrootcert=/etc/ca.pem` (what connections to the host
+/// use), `(from database.url)` when the host sets nothing of its own.
+fn describe_tls(url_tls: &TlsSettings, h: &DbHost) -> String {
+    let mut text = match url_tls.for_host(&h.tls) {
+        Ok(tls) => match tls.root_cert() {
+            Some(root) if tls.effective_mode().verifies() => {
+                format!("{}, sslrootcert={root}", tls.effective_mode())
+            }
+            _ => tls.effective_mode().to_string(),
+        },
+        Err(e) => format!("invalid: {e}"),
+    };
+    if h.tls.is_inherited() {
+        text.push_str(" (from database.url)");
+    }
+    text
 }

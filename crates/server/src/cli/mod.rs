@@ -250,9 +250,9 @@ async fn serve(settings: &Settings) -> anyhow::Result<()> {
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<()> {
-    let config = registry::pool::parse_url(settings.database_url()?)?;
-    let (mut client, connection) = config
-        .connect(tokio_postgres::NoTls)
+    let target = registry::pool::parse_url(settings.database_url()?)?;
+    let (mut client, connection) = target
+        .connect()
         .await
         .context("cannot reach the control-plane database (database.url)")?;
     tokio::spawn(connection);

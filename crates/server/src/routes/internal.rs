@@ -274,6 +274,8 @@ pub async fn resolve(
             database: creds.dbname.as_str().to_owned(),
             role: creds.role.as_str().to_owned(),
             password: state.expose_passwords.then(|| creds.password.clone()),
+            sslmode: creds.tls.effective_mode().to_string(),
+            sslrootcert: creds.tls.root_cert().map(|r| r.to_string()),
         },
     }))
 }

@@ -9,7 +9,7 @@ use crate::helpers::{new_svix_id, outcome, spawn_app_on};
 #[tokio::test]
 async fn database_down_answers_503_and_a_redelivery_applies_once_when_it_returns() {
     let db = TestDatabase::migrated().await;
-    let config = db.config();
+    let config = db.config().config;
     let host = match &config.get_hosts()[0] {
         tokio_postgres::config::Host::Tcp(h) => h.clone(),
         other => panic!("tests need TCP, got {other:?}"),

@@ -105,11 +105,9 @@ async fn doctor_reports_orphans_missing_stuck_and_failed_tenants() {
 
 /// An admin connection to a tenant's database on the test server.
 async fn admin_in(app: &TestApp, db: &str) -> tokio_postgres::Client {
-    let mut config = app.db_config();
-    config.dbname(db);
-    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    client
+    let mut target = app.db_config();
+    target.config.dbname(db);
+    target.connect_spawned().await.unwrap()
 }
 
 #[tokio::test]
@@ -230,8 +228,10 @@ async fn hosts_harden_closes_maintenance_databases_to_tenant_roles() {
 
     // The second server as a fresh cluster has it: PUBLIC may connect to
     // its maintenance databases, and so may the tenant.
-    let (admin, conn) = second.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let admin = testkit::parse_admin_url(&testkit::second_admin_url())
+        .connect_spawned()
+        .await
+        .unwrap();
     admin
         .batch_execute(
             "GRANT CONNECT ON DATABASE postgres TO PUBLIC;

@@ -26,6 +26,7 @@ async fn an_unreachable_host_fails_with_backoff_then_retry_recovers() {
             port: 1,
             admin_user: "postgres".into(),
             capacity: 10,
+            tls: Default::default(),
         },
     )
     .await
@@ -78,6 +79,7 @@ async fn an_unreachable_host_fails_with_backoff_then_retry_recovers() {
             port: default.port,
             admin_user: default.admin_user.clone(),
             capacity: 10,
+            tls: default.tls.clone(),
         },
     )
     .await

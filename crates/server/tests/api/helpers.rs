@@ -216,8 +216,8 @@ pub async fn outcome(response: Response) -> String {
 
 impl TestApp {
     /// Admin connection settings of the test server.
-    pub fn db_config(&self) -> tokio_postgres::Config {
-        self.settings.database_url().unwrap().parse().unwrap()
+    pub fn db_config(&self) -> registry::tls::ConnectOptions {
+        testkit::parse_admin_url(self.settings.database_url().unwrap())
     }
 
     /// A pool on the control database, for registry calls.
@@ -243,7 +243,8 @@ impl TestApp {
     pub async fn credentials(&self, org_id: &str) -> registry::tenants::TenantCredentials {
         let tenant = self.registry_tenant(org_id).await;
         let cipher = self.settings.cipher().expect("crypto key");
-        registry::tenants::credentials(&cipher, &tenant).expect("credentials")
+        let tls = self.db_config().tls;
+        registry::tenants::credentials(&cipher, &tenant, &tls).expect("credentials")
     }
 
     /// Sends organization.created for a new organization; returns its ids.
@@ -279,7 +280,8 @@ impl TestApp {
     /// password must be configured: [`second_host_password`]); returns its
     /// admin config.
     pub async fn add_second_host(&self, capacity: i32) -> tokio_postgres::Config {
-        let second: tokio_postgres::Config = testkit::second_admin_url().parse().unwrap();
+        let target = testkit::parse_admin_url(&testkit::second_admin_url());
+        let second = target.config.clone();
         let tokio_postgres::config::Host::Tcp(host) = &second.get_hosts()[0] else {
             panic!("second server must be reached over TCP")
         };
@@ -291,6 +293,7 @@ impl TestApp {
                 host: host.clone(),
                 port: second.get_ports()[0],
                 admin_user: second.get_user().unwrap().into(),
+                tls: (&target.tls).into(),
                 capacity,
             },
         )
@@ -340,27 +343,23 @@ impl TestApp {
 /// The admin password of the second test server, for
 /// `TENANT_PLANE__HOSTS__SECOND__PASSWORD`.
 pub fn second_host_password() -> String {
-    let second: tokio_postgres::Config = testkit::second_admin_url().parse().unwrap();
-    String::from_utf8(second.get_password().unwrap().to_vec()).unwrap()
+    let target = testkit::parse_admin_url(&testkit::second_admin_url());
+    String::from_utf8(target.config.get_password().unwrap().to_vec()).unwrap()
 }
 
 /// Connects over TCP with password authentication, as a tenant application
-/// would. `dbname` overrides the credentials' database.
+/// would (with the host's TLS settings). `dbname` overrides the
+/// credentials' database.
 pub async fn connect_as(
     creds: &registry::tenants::TenantCredentials,
     dbname: &str,
-) -> Result<Client, tokio_postgres::Error> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(&creds.host)
-        .port(creds.port)
-        .user(creds.role.as_str())
-        .password(&creds.password)
+) -> Result<Client, registry::tls::ConnectError> {
+    let mut target = creds.connect_options();
+    target
+        .config
         .dbname(dbname)
         .connect_timeout(std::time::Duration::from_secs(5));
-    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(connection);
-    Ok(client)
+    target.connect_spawned().await
 }
 
 /// `tenant-plane <args>` as a child process configured like `app`, with

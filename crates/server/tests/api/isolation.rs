@@ -12,7 +12,7 @@ use model::naming::quote_ident;
 use model::TenantStatus;
 use registry::tenants::{Action, CredentialsError, TenantCredentials, PRIVILEGE_MODEL};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 use crate::helpers::{
     connect_as, run_cli, spawn_app, spawn_app_with, spawn_worker, wait_for_stderr, wait_until,
@@ -35,20 +35,35 @@ async fn provisioned(app: &TestApp, name: &str) -> (String, TenantCredentials) {
 async fn login(creds: &TenantCredentials) -> Client {
     connect_as(creds, creds.dbname.as_str())
         .await
-        .unwrap_or_else(|e| panic!("the tenant logs in: {}", registry::describe(&e)))
+        .unwrap_or_else(|e| panic!("the tenant logs in: {e}"))
 }
 
 /// An admin session in `db`, for looking at what the tenant cannot.
 async fn admin_in(app: &TestApp, db: &str) -> Client {
-    let mut config = app.db_config();
-    config.dbname(db);
-    let (client, connection) = config.connect(NoTls).await.expect("admin connects");
-    tokio::spawn(connection);
-    client
+    let mut target = app.db_config();
+    target.config.dbname(db);
+    target.connect_spawned().await.expect("admin connects")
 }
 
-fn sqlstate(e: &tokio_postgres::Error) -> Option<&str> {
-    e.code().map(SqlState::code)
+/// The SQLSTATE of a failed statement or login.
+trait Refusal {
+    fn state(&self) -> Option<&SqlState>;
+}
+
+impl Refusal for tokio_postgres::Error {
+    fn state(&self) -> Option<&SqlState> {
+        self.code()
+    }
+}
+
+impl Refusal for registry::tls::ConnectError {
+    fn state(&self) -> Option<&SqlState> {
+        self.code()
+    }
+}
+
+fn sqlstate(e: &impl Refusal) -> Option<&str> {
+    e.state().map(SqlState::code)
 }
 
 /// Runs `sql` and asserts that the server refuses it with `code`.
@@ -495,7 +510,7 @@ async fn old_model_tenants_are_upgraded_without_ever_running_their_planted_code(
     let (db, role) = (&creds.dbname, creds.role.as_str());
 
     // As the tenant, which the first model let own its database.
-    let admin_user = app.db_config().get_user().unwrap().to_owned();
+    let admin_user = app.db_config().config.get_user().unwrap().to_owned();
     let tenant = login(&app.credentials(&org).await).await;
     tenant
         .batch_execute(&format!(
@@ -592,7 +607,8 @@ async fn old_model_tenants_are_upgraded_without_ever_running_their_planted_code(
             cipher.open(&sealed, t.id, &creds.role).unwrap(),
             creds.password
         );
-        let now = registry::tenants::credentials(&cipher, &t).expect("credentials open");
+        let now = registry::tenants::credentials(&cipher, &t, &app.db_config().tls)
+            .expect("credentials open");
         assert_eq!(now.password, creds.password);
         let session = login(creds).await;
         refused(&session, "CREATE TABLE public.planted (x int)", DENIED).await;
@@ -760,9 +776,15 @@ async fn a_sealed_password_moved_to_another_tenants_row_does_not_open() {
 
     let moved = app.registry_tenant(&b_org).await;
     assert_eq!(moved.privilege_model, PRIVILEGE_MODEL);
-    let err =
-        registry::tenants::credentials(&cipher, &moved).expect_err("A's ciphertext opened for B");
-    assert!(matches!(err, CredentialsError::Crypto(_)), "{err}");
+    let err = registry::tenants::credentials(&cipher, &moved, &app.db_config().tls)
+        .expect_err("A's ciphertext opened for B");
+    assert!(
+        matches!(
+            err,
+            registry::tenants::TenantCredentialsError::Credentials(CredentialsError::Crypto(_))
+        ),
+        "{err}"
+    );
 
     // The internal resolve hands out A's password for A, and nothing for B.
     let resolve = |org: String| {

@@ -24,4 +24,5 @@ mod signature;
 mod slow_clients;
 mod sync;
 mod template;
+mod tls;
 mod workers;

@@ -187,9 +187,8 @@ async fn v2_applications(app: &TestApp) -> Vec<i64> {
             continue;
         }
         let mut config = app.db_config();
-        config.dbname(&db);
-        let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
+        config.config.dbname(&db);
+        let client = config.connect_spawned().await.unwrap();
         counts.push(
             client
                 .query_one(
@@ -219,9 +218,8 @@ async fn rollout_migrates_thirty_tenants_reports_a_failure_and_resumes_after_a_k
     // One tenant already has a `labels` table: V2 fails there.
     let broken = app.registry_tenant(orgs[7].org_id.as_str()).await;
     let mut config = app.db_config();
-    config.dbname(broken.db_name().unwrap());
-    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    config.config.dbname(broken.db_name().unwrap());
+    let client = config.connect_spawned().await.unwrap();
     client
         .batch_execute("CREATE TABLE labels (id int)")
         .await

@@ -103,14 +103,7 @@ async fn a_tenant_role_reaches_only_its_own_database() {
 
     assert!(connect_as(&creds_a, creds_a.dbname.as_str()).await.is_ok());
     let template = format!("{}template", app.prefix.prefix);
-    let control = app
-        .settings
-        .database_url()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
+    let control = app.db_config().config.get_dbname().unwrap().to_owned();
     for other in [creds_b.dbname.as_str(), template.as_str(), control.as_str()] {
         let err = connect_as(&creds_a, other)
             .await

@@ -10,9 +10,9 @@ use registry::tenants::Action;
 use resolver::Resolver;
 use serde_json::{json, Value};
 use testkit::jwt::{self, sign};
-use testkit::FakeClerk;
+use testkit::{FakeClerk, TestDatabase};
 
-use crate::helpers::{spawn_app_configured, TestApp};
+use crate::helpers::{spawn_app_configured, spawn_app_full, TestApp};
 
 pub const SERVICE_TOKEN: &str = "test-service-token-0123456789";
 
@@ -27,7 +27,7 @@ fn session(issuer: &str, org_id: &str) -> jwt::Session {
 }
 
 /// Claims of a v2 session token for `org_id`.
-fn v2_claims(issuer: &str, org_id: &str) -> Value {
+pub(crate) fn v2_claims(issuer: &str, org_id: &str) -> Value {
     session(issuer, org_id).v2()
 }
 
@@ -39,9 +39,15 @@ fn v1_claims(issuer: &str, org_id: &str) -> Value {
 /// An app whose resolver trusts a fake Clerk serving the `rsa-a` key;
 /// answers the app and the issuer (the fake's URL).
 pub async fn spawn_resolving_app(extra: &[(&str, &str)]) -> (TestApp, String) {
+    spawn_resolving_app_on(TestDatabase::migrated().await, extra).await
+}
+
+/// [`spawn_resolving_app`] with its control database `db`.
+pub async fn spawn_resolving_app_on(db: TestDatabase, extra: &[(&str, &str)]) -> (TestApp, String) {
     let clerk = FakeClerk::serving_jwks(jwt::jwk_set(&[&jwt::jwk("rsa-a")])).await;
     let issuer = clerk.url.clone();
-    let mut app = spawn_app_configured(|env| {
+    let url = db.url();
+    let mut app = spawn_app_full(db, &url, |env| {
         env.with_clerk_issuer(&issuer)
             .with_authorized_parties(&[jwt::AZP])
             .with_internal_tokens(&[SERVICE_TOKEN])
@@ -59,14 +65,14 @@ pub async fn library_resolver(app: &TestApp) -> Arc<Resolver> {
     let resolver = tenant_plane::startup::build_resolver(&app.settings, app.pool())
         .unwrap()
         .expect("issuer configured");
-    resolver.listen_for_changes(app.settings.database_url().unwrap().parse().unwrap());
+    resolver.listen_for_changes(app.db_config());
     // Let the LISTEN connection establish before the test changes tenants.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     resolver
 }
 
 /// POST /internal/v1/resolve with the service token.
-async fn post_resolve(app: &TestApp, token: &str) -> reqwest::Response {
+pub(crate) async fn post_resolve(app: &TestApp, token: &str) -> reqwest::Response {
     app.http
         .post(format!("{}/internal/v1/resolve", app.address))
         .bearer_auth(SERVICE_TOKEN)
