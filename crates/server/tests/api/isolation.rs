@@ -943,7 +943,17 @@ async fn an_upgrade_shuts_out_the_tenants_open_sessions_so_nothing_planted_meanw
         creds.dbname.as_str(),
         format!("{}_owner", creds.role.as_str()),
     );
-    // `tasks` already the owner role's, so the upgrade never locks it.
+    // `tasks` already the owner role's, so the upgrade never locks it. (The
+    // owner needs CREATE on `public` to own a table there; under the first
+    // model only the tenant, owning the database, could give it that.)
+    login(&creds)
+        .await
+        .batch_execute(&format!(
+            "GRANT CREATE ON SCHEMA public TO {}",
+            quote_ident(&owner)
+        ))
+        .await
+        .unwrap();
     admin_in(&app, db)
         .await
         .batch_execute(&format!(
