@@ -11,6 +11,7 @@
 //! tenants, pulls no migration tooling.
 #![forbid(unsafe_code)]
 
+pub mod credentials;
 pub mod crypto;
 pub mod directory;
 mod error;
