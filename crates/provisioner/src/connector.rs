@@ -29,6 +29,13 @@ pub enum HostError {
         #[source]
         source: TlsError,
     },
+    /// The host accepted the connection and never finished the handshake.
+    #[error("db host {host:?} ({addr}) did not answer within {}s", .after.as_secs_f64())]
+    Timeout {
+        host: String,
+        addr: String,
+        after: Duration,
+    },
 }
 
 /// Opens admin connections to hosts with passwords from configuration.
@@ -124,6 +131,11 @@ impl HostConnector {
                     addr: format!("{}:{}", host.host, host.port),
                     user: host.admin_user.clone(),
                     source,
+                },
+                ConnectError::Timeout { after, .. } => HostError::Timeout {
+                    host: host.name.clone(),
+                    addr: format!("{}:{}", host.host, host.port),
+                    after,
                 },
             })
     }

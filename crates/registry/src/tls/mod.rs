@@ -438,6 +438,13 @@ pub enum ConnectError {
         #[source]
         source: tokio_postgres::Error,
     },
+    /// The server accepted the connection but did not finish the startup
+    /// handshake (TLS, authentication) in time: a hung server, or a dead path.
+    #[error("cannot connect to {target}: no answer within {}s (TCP, TLS and authentication)", .after.as_secs_f64())]
+    Timeout {
+        target: String,
+        after: std::time::Duration,
+    },
 }
 
 impl ConnectError {
@@ -445,7 +452,7 @@ impl ConnectError {
     pub fn db_error(&self) -> Option<&tokio_postgres::Error> {
         match self {
             ConnectError::Connect { source, .. } => Some(source),
-            ConnectError::Settings(_) => None,
+            ConnectError::Settings(_) | ConnectError::Timeout { .. } => None,
         }
     }
 
@@ -503,15 +510,27 @@ impl ConnectOptions {
 
     /// Opens a connection. Under `require` and stricter, a server without
     /// TLS is an error, never a plaintext session.
+    /// Connects; the whole of it (TCP, TLS, authentication) is bounded by
+    /// the config's connect timeout, which tokio-postgres applies to the TCP
+    /// connect alone: a server that accepts and never answers must not hang
+    /// the caller.
     pub async fn connect(&self) -> Result<(Client, Connection), ConnectError> {
         let connector = self.tls.connector()?;
-        self.pg_config()
-            .connect(connector)
-            .await
-            .map_err(|source| ConnectError::Connect {
+        let config = self.pg_config();
+        let after = config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(DEFAULT_CONNECT_DEADLINE);
+        match tokio::time::timeout(after, config.connect(connector)).await {
+            Ok(connected) => connected.map_err(|source| ConnectError::Connect {
                 target: self.target(),
                 source,
-            })
+            }),
+            Err(_) => Err(ConnectError::Timeout {
+                target: self.target(),
+                after,
+            }),
+        }
     }
 
     /// Opens a connection whose I/O runs on a task of its own, ended when
@@ -551,6 +570,9 @@ fn target(config: &Config) -> String {
 }
 
 // ------------------------------------------------------------- the connector
+
+/// The bound on a whole connection attempt when the config sets none.
+const DEFAULT_CONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(30);
 
 mod handshake;
 mod params;

@@ -10,6 +10,7 @@ mod errors;
 mod failures;
 mod helpers;
 mod hostile;
+mod hung_host;
 mod idempotency;
 mod intake;
 mod internal_api;
