@@ -20,3 +20,22 @@ pub use database::{
 pub use fake_clerk::FakeClerk;
 pub use proxy::ToggleProxy;
 pub use settings::TestSettings;
+
+/// The first column of every row `sql` answers: what most test look-ups
+/// want. Panics with the statement when it fails.
+pub async fn column<T>(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Vec<T>
+where
+    T: for<'a> tokio_postgres::types::FromSql<'a>,
+{
+    client
+        .query(sql, params)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"))
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}

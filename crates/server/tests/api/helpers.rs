@@ -302,6 +302,18 @@ impl TestApp {
         second
     }
 
+    /// The Prometheus text of `/metrics`.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .expect("/metrics answers")
+            .text()
+            .await
+            .expect("/metrics has a body")
+    }
+
     /// Names of databases on the test server under this test's prefix.
     pub async fn prefixed_databases(&self) -> Vec<String> {
         self.client

@@ -160,14 +160,12 @@ async fn clerk_published_examples_are_applied_to_the_directory() {
     assert_eq!(deleted, 2);
     assert_eq!(app.count("users").await, 2, "soft-deleted, never removed");
 
-    let kinds: Vec<String> = app
-        .client
-        .query("SELECT kind FROM tenant_events ORDER BY id", &[])
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let kinds: Vec<String> = testkit::column(
+        &app.client,
+        "SELECT kind FROM tenant_events ORDER BY id",
+        &[],
+    )
+    .await;
     assert_eq!(kinds, ["registered", "deletion_requested"]);
 }
 

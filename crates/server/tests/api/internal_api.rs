@@ -264,15 +264,7 @@ async fn the_openapi_document_lists_every_route_and_metrics_are_exposed() {
 
     app.create_org("metered").await;
     app.reconcile().await;
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(
             "tenant_plane_webhooks_total{type=\"organization.created\",outcome=\"applied\"}"

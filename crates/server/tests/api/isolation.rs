@@ -217,16 +217,12 @@ async fn the_login_role_owns_nothing_and_can_create_or_alter_nothing_but_uses_it
     assert_eq!(public_rights, 0, "the tenant granted PUBLIC something");
 
     // What it may do: work with the template's tables.
-    let members: Vec<i64> = tenant
-        .query(
-            "INSERT INTO members (clerk_user_id) VALUES ('user_1'), ('user_2') RETURNING id",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let members: Vec<i64> = testkit::column(
+        &tenant,
+        "INSERT INTO members (clerk_user_id) VALUES ('user_1'), ('user_2') RETURNING id",
+        &[],
+    )
+    .await;
     assert_eq!(members[1], members[0] + 1, "identity columns number rows");
     let next = int(
         &tenant,
@@ -480,22 +476,18 @@ async fn run_as_others(admin: &Client, role: &str) -> Vec<(String, String)> {
 
 /// Triggers and routines outside the system schemas (the template has none).
 async fn code_in(admin: &Client) -> Vec<String> {
-    admin
-        .query(
-            "SELECT format('trigger %I on %s', tgname, tgrelid::regclass)
+    testkit::column(
+        admin,
+        "SELECT format('trigger %I on %s', tgname, tgrelid::regclass)
                FROM pg_trigger WHERE NOT tgisinternal
              UNION ALL
              SELECT format('routine %s', p.oid::regprocedure)
                FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
               WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
              ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+        &[],
+    )
+    .await
 }
 
 #[tokio::test]
@@ -656,16 +648,12 @@ async fn old_model_tenants_are_upgraded_without_ever_running_their_planted_code(
         matches!(&peek, Err(e) if matches!(sqlstate(e), Some("42P01" | "42501"))),
         "the tenant reads the history through its view: {peek:?}"
     );
-    let history: Vec<i32> = admin
-        .query(
-            "SELECT version FROM tenant_plane.template_history ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let history: Vec<i32> = testkit::column(
+        &admin,
+        "SELECT version FROM tenant_plane.template_history ORDER BY 1",
+        &[],
+    )
+    .await;
     assert_eq!(history, [1], "the rule on mine wrote the history");
     assert_eq!(run_as_others(&admin, role).await, []);
 
@@ -686,16 +674,12 @@ async fn old_model_tenants_are_upgraded_without_ever_running_their_planted_code(
     for org in [&org, &plain_org] {
         assert_eq!(app.registry_tenant(org).await.template_version, Some(2));
     }
-    let history: Vec<i32> = admin
-        .query(
-            "SELECT version FROM tenant_plane.template_history ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let history: Vec<i32> = testkit::column(
+        &admin,
+        "SELECT version FROM tenant_plane.template_history ORDER BY 1",
+        &[],
+    )
+    .await;
     assert_eq!(history, [1, 2]);
     assert_eq!(run_as_others(&admin, role).await, []);
     login(&creds)

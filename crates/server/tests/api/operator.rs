@@ -167,16 +167,12 @@ async fn tenant_host_and_webhook_commands_report_and_act() {
 }
 
 async fn versions(app: &TestApp) -> Vec<i32> {
-    app.client
-        .query(
-            "SELECT template_version FROM tenant_registry WHERE status = 'active' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+    testkit::column(
+        &app.client,
+        "SELECT template_version FROM tenant_registry WHERE status = 'active' ORDER BY 1",
+        &[],
+    )
+    .await
 }
 
 /// How many times V2 is recorded in each tenant database's own history.

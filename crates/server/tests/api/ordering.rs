@@ -87,17 +87,12 @@ async fn deleted_before_created_leaves_a_tombstone_that_is_never_resurrected() {
         ("deleted", "deleted")
     );
     assert_eq!(t.name, "");
-    let kinds: Vec<String> = app
-        .client
-        .query(
-            "SELECT kind FROM tenant_events WHERE tenant_id = $1",
-            &[&t.id],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let kinds: Vec<String> = testkit::column(
+        &app.client,
+        "SELECT kind FROM tenant_events WHERE tenant_id = $1",
+        &[&t.id],
+    )
+    .await;
     assert_eq!(kinds, ["tombstoned"]);
 }
 
@@ -244,17 +239,12 @@ async fn concurrent_claims_of_one_slug_all_succeed_and_the_newest_holds_it() {
     for outcome in futures::future::join_all(sends).await {
         assert_eq!(outcome, "applied");
     }
-    let holders: Vec<String> = app
-        .client
-        .query(
-            "SELECT clerk_org_id FROM tenant_registry WHERE slug = 'same-name'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let holders: Vec<String> = testkit::column(
+        &app.client,
+        "SELECT clerk_org_id FROM tenant_registry WHERE slug = 'same-name'",
+        &[],
+    )
+    .await;
     assert_eq!(holders, [orgs.last().unwrap().org_id.to_string()]);
 }
 

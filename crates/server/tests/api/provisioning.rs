@@ -49,17 +49,13 @@ async fn organization_created_provisions_a_database_cloned_from_the_template() {
         (row.get::<_, String>(0), row.get::<_, String>(1)),
         (db.clone(), role.clone())
     );
-    let tables: Vec<String> = tenant
-        .query(
-            "SELECT table_name::text FROM information_schema.tables
+    let tables: Vec<String> = testkit::column(
+        &tenant,
+        "SELECT table_name::text FROM information_schema.tables
               WHERE table_schema = 'public' ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+        &[],
+    )
+    .await;
     assert_eq!(tables, ["comments", "members", "projects", "tasks",]);
     // The tenant role can use its tables.
     tenant

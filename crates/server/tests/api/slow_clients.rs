@@ -86,15 +86,7 @@ async fn refusals_are_counted_in_metrics() {
         let r = app.post_raw(b"{}".to_vec(), headers).await;
         assert_eq!(r.status(), 401);
     }
-    let metrics = app
-        .http
-        .get(format!("{}/metrics", app.address))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     let line = metrics
         .lines()
         .find(|l| l.starts_with("tenant_plane_http_refusals_total{error=\"invalid_signature\"}"))

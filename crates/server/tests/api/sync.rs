@@ -243,17 +243,13 @@ async fn write_back_puts_the_tenant_id_into_the_organization_metadata_once() {
 
 /// Live (not soft-deleted) memberships of the directory.
 async fn live_memberships(app: &TestApp) -> Vec<String> {
-    app.client
-        .query(
-            "SELECT clerk_membership_id FROM organization_memberships
+    testkit::column(
+        &app.client,
+        "SELECT clerk_membership_id FROM organization_memberships
               WHERE deleted_at IS NULL ORDER BY 1",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect()
+        &[],
+    )
+    .await
 }
 
 #[tokio::test]

@@ -81,17 +81,12 @@ async fn a_template_migration_during_provisioning_never_breaks_a_clone() {
         let v = t.template_version.unwrap();
         assert!(v == 1 || v == 2);
     }
-    let errors: Vec<String> = app
-        .client
-        .query(
-            "SELECT detail->>'error' FROM tenant_events WHERE kind = 'attempt_failed'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let errors: Vec<String> = testkit::column(
+        &app.client,
+        "SELECT detail->>'error' FROM tenant_events WHERE kind = 'attempt_failed'",
+        &[],
+    )
+    .await;
     assert!(errors.is_empty(), "clones failed: {errors:?}");
 
     // New tenants now start at v2 with the new table.
