@@ -7,8 +7,14 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return format!("{} ({})", db.message(), db.code().code());
     }
+    with_sources(e)
+}
+
+/// An error and its causes, as one line: many errors' own text leaves out
+/// why (a refused redirect, a TLS failure, a socket error).
+pub fn with_sources(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
+    let mut source = e.source();
     while let Some(s) = source {
         text.push_str(": ");
         text.push_str(&s.to_string());

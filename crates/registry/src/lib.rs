@@ -26,4 +26,4 @@ pub mod tenants;
 pub mod tls;
 pub mod webhook_events;
 
-pub use error::{db_error_is_unavailable, describe, RegistryError};
+pub use error::{db_error_is_unavailable, describe, with_sources, RegistryError};

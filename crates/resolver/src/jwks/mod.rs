@@ -410,7 +410,7 @@ impl Jwks {
             .header(reqwest::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| format!("GET JWKS: {}", with_sources(&e)))?;
+            .map_err(|e| format!("GET JWKS: {}", registry::with_sources(&e)))?;
         let status = response.status();
         if !status.is_success() {
             return Err(format!("GET JWKS: HTTP {status}"));
@@ -428,19 +428,6 @@ impl Jwks {
         }
         parse_jwks(&body)
     }
-}
-
-/// An error and its causes, as one line: reqwest's own text leaves out why
-/// (a refused redirect, a TLS failure).
-fn with_sources(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 #[derive(Deserialize)]
