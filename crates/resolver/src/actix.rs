@@ -3,12 +3,22 @@
 //! connection to the tenant's database, or the request is answered with the
 //! resolver's error.
 //!
-//! ```ignore
-//! async fn list_projects(t: TenantConn) -> impl Responder {
-//!     let rows = t.conn.query("SELECT name FROM projects", &[]).await?;
-//!     ...
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use actix_web::{error::ErrorInternalServerError, web, HttpResponse};
+//! use tenant_plane_resolver::{Resolver, TenantConn};
+//!
+//! async fn list_projects(t: TenantConn) -> actix_web::Result<HttpResponse> {
+//!     let rows = t.conn.query("SELECT name FROM projects", &[]).await;
+//!     let names: Vec<String> = rows.map_err(ErrorInternalServerError)?.iter().map(|r| r.get(0)).collect();
+//!     Ok(HttpResponse::Ok().json(names))
 //! }
-//! App::new().app_data(web::Data::from(resolver))
+//!
+//! fn routes(resolver: Arc<Resolver>, cfg: &mut web::ServiceConfig) {
+//!     cfg.app_data(web::Data::from(resolver))
+//!         .route("/projects", web::get().to(list_projects));
+//! }
 //! ```
 
 use std::future::Future;

@@ -3,9 +3,20 @@
 //! tenant's database, or the request is answered with the resolver's error.
 //! The router's state must give an `Arc<Resolver>` (`FromRef`).
 //!
-//! ```ignore
-//! async fn list_projects(t: TenantConn) -> Json<Vec<String>> { ... }
-//! Router::new().route("/projects", get(list_projects)).with_state(resolver)
+//! ```no_run
+//! use std::sync::Arc;
+//!
+//! use axum::{routing::get, Json, Router};
+//! use tenant_plane_resolver::{Resolver, TenantConn};
+//!
+//! async fn list_projects(t: TenantConn) -> Json<Vec<String>> {
+//!     let rows = t.conn.query("SELECT name FROM projects", &[]).await;
+//!     Json(rows.unwrap_or_default().iter().map(|r| r.get(0)).collect())
+//! }
+//!
+//! fn routes(resolver: Arc<Resolver>) -> Router {
+//!     Router::new().route("/projects", get(list_projects)).with_state(resolver)
+//! }
 //! ```
 
 use std::sync::Arc;
