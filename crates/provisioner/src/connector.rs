@@ -8,6 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use registry::hosts::DbHost;
+use registry::session::SessionLimits;
 use registry::tls::{ClientCert, ConnectError, ConnectOptions, TlsError, TlsSettings};
 use tokio_postgres::Client;
 
@@ -43,6 +44,7 @@ pub enum HostError {
 pub struct HostConnector {
     passwords: HashMap<String, String>,
     connect_timeout: Option<Duration>,
+    session: SessionLimits,
     tls_defaults: TlsSettings,
     client_certs: HashMap<String, ClientCert>,
 }
@@ -61,6 +63,7 @@ impl HostConnector {
         Self {
             passwords: HashMap::new(),
             connect_timeout: Some(connect_timeout),
+            session: SessionLimits::default(),
             tls_defaults: TlsSettings::default(),
             client_certs: HashMap::new(),
         }
@@ -70,6 +73,12 @@ impl HostConnector {
     /// (its client certificate is not carried over; see `with_client_cert`).
     pub fn with_tls_defaults(mut self, defaults: TlsSettings) -> Self {
         self.tls_defaults = defaults.without_client_cert();
+        self
+    }
+
+    /// Server-side deadlines for admin sessions (statement and lock timeouts).
+    pub fn with_session_limits(mut self, session: SessionLimits) -> Self {
+        self.session = session;
         self
     }
 
@@ -118,6 +127,7 @@ impl HostConnector {
         if let Some(t) = self.connect_timeout {
             config.connect_timeout(t);
         }
+        self.session.apply(&mut config);
         ConnectOptions::new(config, self.tls_for(host)?)
             .connect_spawned()
             .await

@@ -45,6 +45,11 @@ pub enum TemplateError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Host(#[from] HostError),
+    #[error("db host {host:?} did not finish building its template within {}s", .after.as_secs_f64())]
+    Deadline {
+        host: String,
+        after: std::time::Duration,
+    },
     #[error("template database operation on host {host:?} failed: {}", registry::describe(.source))]
     Db {
         host: String,
@@ -79,6 +84,17 @@ pub enum TemplateError {
         #[source]
         source: refinery::Error,
     },
+}
+
+impl TemplateError {
+    /// The host could not be reached (rather than its template being wrong).
+    pub fn host_unreachable(&self) -> bool {
+        matches!(
+            self,
+            TemplateError::Deadline { .. }
+                | TemplateError::Host(HostError::Connect { .. } | HostError::Timeout { .. })
+        )
+    }
 }
 
 /// A set of template migrations: the ones built into the binary, or a

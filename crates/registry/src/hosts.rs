@@ -4,6 +4,9 @@
 //! Admin passwords are never stored in the registry: they come from
 //! configuration, keyed by host name (see the provisioner's connector).
 
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 use deadpool_postgres::GenericClient;
 use serde::Serialize;
 use uuid::Uuid;
@@ -46,6 +49,10 @@ pub struct DbHost {
     pub capacity: i32,
     pub state: HostState,
     pub tenants: i64,
+    /// Failed attempts to reach it in a row (0 when it last answered).
+    pub failures: i32,
+    /// While set and in the future, its tenants wait (per-host backoff).
+    pub retry_after: Option<DateTime<Utc>>,
     /// Its own `sslmode`/`sslrootcert`; unset ones inherit database.url's.
     #[serde(flatten)]
     pub tls: HostTls,
@@ -68,7 +75,7 @@ pub struct NewHost {
 pub struct BadHostName(pub String);
 
 const HOST_COLUMNS: &str = "h.id, h.name, h.host, h.port, h.admin_user, h.capacity, h.state,
-    h.sslmode, h.sslrootcert,
+    h.sslmode, h.sslrootcert, h.failures, h.retry_after,
     (SELECT count(*) FROM tenant_registry t
       WHERE t.db_host_id = h.id AND t.status <> 'deleted') AS tenants";
 
@@ -92,6 +99,8 @@ fn host_from_row(r: &tokio_postgres::Row) -> Result<DbHost, RegistryError> {
         capacity: r.get("capacity"),
         state: HostState::parse(r.get("state")),
         tenants: r.get("tenants"),
+        failures: r.get("failures"),
+        retry_after: r.get("retry_after"),
         tls,
     })
 }
@@ -210,8 +219,46 @@ pub async fn set_state(
     Ok(n == 1)
 }
 
+/// Records that `host` could not be reached: its tenants wait `delay`, and
+/// then one attempt at a time probes it.
+pub async fn record_unreachable(
+    client: &impl GenericClient,
+    host: Uuid,
+    error: &str,
+    delay: Duration,
+) -> Result<(), RegistryError> {
+    client
+        .execute(
+            "UPDATE db_hosts
+                SET failures = failures + 1, last_failure = $2,
+                    retry_after = now() + make_interval(secs => $3), updated_at = now()
+              WHERE id = $1",
+            &[&host, &error, &delay.as_secs_f64()],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Records that `host` answered, ending its backoff (a write only when it
+/// was in one).
+pub async fn record_reachable(
+    client: &impl GenericClient,
+    host: Uuid,
+) -> Result<(), RegistryError> {
+    client
+        .execute(
+            "UPDATE db_hosts SET failures = 0, retry_after = NULL, last_failure = NULL,
+                                 updated_at = now()
+              WHERE id = $1 AND failures > 0",
+            &[&host],
+        )
+        .await?;
+    Ok(())
+}
+
 /// Picks the accepting host with the most free capacity, or None when every
-/// host is draining or full. The hosts are locked for the rest of the
+/// host is draining or full. Hosts in a backoff come last: a new tenant
+/// goes to one that answers when there is one. The hosts are locked for the rest of the
 /// transaction so that concurrent placements see each other's counts.
 pub async fn place(
     tx: &deadpool_postgres::Transaction<'_>,
@@ -226,7 +273,8 @@ pub async fn place(
             &format!(
                 "SELECT * FROM (SELECT {HOST_COLUMNS} FROM db_hosts h WHERE h.state = 'accepting') x
                   WHERE x.capacity - x.tenants > 0
-                  ORDER BY x.capacity - x.tenants DESC, x.name
+                  ORDER BY coalesce(x.retry_after > now(), false),
+                           x.capacity - x.tenants DESC, x.name
                   LIMIT 1"
             ),
             &[],

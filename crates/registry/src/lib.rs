@@ -20,6 +20,7 @@ pub mod listen;
 pub mod pool;
 #[cfg(feature = "migrations")]
 pub mod schema;
+pub mod session;
 pub mod sync_runs;
 pub mod template_versions;
 pub mod tenants;

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod, Runtime};
 
+use crate::session::SessionLimits;
 use crate::tls::{ConnectOptions, TlsError};
 
 /// How a pool behaves when the database is slow or gone. Short timeouts are
@@ -14,6 +15,8 @@ pub struct PoolOptions {
     pub max_size: usize,
     pub connect_timeout: Duration,
     pub wait_timeout: Duration,
+    /// Server-side deadlines for every session of the pool.
+    pub session: SessionLimits,
 }
 
 impl Default for PoolOptions {
@@ -22,6 +25,7 @@ impl Default for PoolOptions {
             max_size: 16,
             connect_timeout: Duration::from_secs(3),
             wait_timeout: Duration::from_secs(5),
+            session: SessionLimits::default(),
         }
     }
 }
@@ -50,6 +54,7 @@ pub fn build_pool(
     options: &PoolOptions,
 ) -> Result<Pool, PoolSetupError> {
     target.config.connect_timeout(options.connect_timeout);
+    options.session.apply(&mut target.config);
     if target.config.get_application_name().is_none() {
         target.config.application_name("tenant-plane");
     }

@@ -3,6 +3,7 @@
 //! migration and cloning apart.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Transaction};
 use uuid::Uuid;
@@ -26,7 +27,18 @@ pub async fn lock_for_migration(tx: &Transaction<'_>, host: Uuid) -> Result<(), 
 
 /// Takes the shared side of the template lock for the rest of `tx`: clones
 /// of this host's template may proceed together, never during a migration.
-pub async fn lock_for_clone(tx: &Transaction<'_>, host: Uuid) -> Result<(), RegistryError> {
+/// Waits at most `wait` for a migration to end (the session's own
+/// `lock_timeout` is meant for requests, not for this).
+pub async fn lock_for_clone(
+    tx: &Transaction<'_>,
+    host: Uuid,
+    wait: Duration,
+) -> Result<(), RegistryError> {
+    tx.batch_execute(&format!(
+        "SET LOCAL lock_timeout = {}",
+        wait.as_millis().max(1)
+    ))
+    .await?;
     tx.execute(
         "SELECT pg_advisory_xact_lock_shared($1)",
         &[&lock_key(host)],

@@ -186,6 +186,8 @@ impl Fixture {
                 backoff_base: Duration::from_millis(10),
                 backoff_max: Duration::from_millis(50),
                 plans: Default::default(),
+                attempt_timeout: Duration::from_secs(30),
+                lease: Duration::from_secs(60),
                 pause_at: None,
             },
         );

@@ -11,6 +11,7 @@ use model::naming::TenantPrefix;
 use provisioner::limits::{Limits, Plans};
 use registry::crypto::PasswordCipher;
 use registry::pool::{self, PoolOptions};
+use registry::session::SessionLimits;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use webhooks::WebhookVerifier;
@@ -107,6 +108,14 @@ pub struct WorkerSettings {
     pub backoff_base: Duration,
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
+    #[serde(with = "humantime_serde")]
+    pub attempt_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
 }
 
 /// The admin password of a db host, by host name.
@@ -121,10 +130,15 @@ pub struct HostSecret {
 pub struct DatabaseSettings {
     pub url: Option<SecretString>,
     pub max_connections: usize,
+    pub api_connections: usize,
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -301,6 +315,21 @@ impl Settings {
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency", "must be greater than 0"));
         }
+        if self.worker.attempt_timeout.is_zero() {
+            return Err(invalid("worker.attempt_timeout", "must be greater than 0"));
+        }
+        if self.worker.lease <= self.worker.attempt_timeout {
+            return Err(invalid(
+                "worker.lease",
+                "must be longer than worker.attempt_timeout, or a live worker could lose its claim",
+            ));
+        }
+        if self.database.api_connections == 0 {
+            return Err(invalid(
+                "database.api_connections",
+                "must be greater than 0",
+            ));
+        }
         if self.worker.max_attempts < 1 {
             return Err(invalid("worker.max_attempts", "must be at least 1"));
         }
@@ -335,12 +364,26 @@ impl Settings {
             })
     }
 
-    pub fn pool_options(&self) -> PoolOptions {
+    /// The options of one control-plane pool (see [`ControlPool`]).
+    pub fn pool_options(&self, pool: ControlPool) -> PoolOptions {
+        let request = session_limits(self.database.statement_timeout, self.database.lock_timeout);
+        let (max_size, session) = match pool {
+            ControlPool::Intake => (self.database.max_connections, request),
+            ControlPool::Api => (self.database.api_connections, request),
+            ControlPool::Readiness => (2, request),
+            ControlPool::Workers => (self.worker.concurrency + 2, self.worker_session_limits()),
+        };
         PoolOptions {
-            max_size: self.database.max_connections,
+            max_size,
             connect_timeout: self.database.connect_timeout,
             wait_timeout: self.database.acquire_timeout,
+            session,
         }
+    }
+
+    /// Deadlines of the workers' sessions, control and host admin ones.
+    pub fn worker_session_limits(&self) -> SessionLimits {
+        session_limits(self.worker.statement_timeout, self.worker.lock_timeout)
     }
 
     /// The plans, validated.
@@ -419,6 +462,30 @@ impl Settings {
     }
 }
 
+/// The control-plane pools: separate, so that a flood of webhooks, a burst
+/// of look-ups or workers stuck on a host never take another's connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ControlPool {
+    /// Webhook intake (`database.max_connections`).
+    Intake,
+    /// The internal API and the resolver (`database.api_connections`).
+    Api,
+    /// `/readyz` and `/metrics`: two connections of their own.
+    Readiness,
+    /// The reconciler and write-back, with the workers' longer deadlines;
+    /// also the CLI's, whose commands run as long as a worker's.
+    Workers,
+}
+
+/// A zero duration means the server's own setting.
+fn session_limits(statement: Duration, lock: Duration) -> SessionLimits {
+    let set = |d: Duration| (!d.is_zero()).then_some(d);
+    SessionLimits {
+        statement_timeout: set(statement),
+        lock_timeout: set(lock),
+    }
+}
+
 fn invalid(key: &'static str, reason: &str) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -443,6 +510,8 @@ mod tests {
         assert_eq!(s.http.bind, "127.0.0.1:8080");
         assert_eq!(s.http.body_limit, 1024 * 1024);
         assert_eq!(s.database.connect_timeout, Duration::from_secs(3));
+        assert_eq!(s.worker.attempt_timeout, Duration::from_secs(30));
+        assert!(s.worker.lease > s.worker.attempt_timeout);
         assert_eq!(s.log.format, LogFormat::Pretty);
         assert!(s.database_url().is_err());
     }
@@ -500,6 +569,15 @@ mod tests {
                 "clerk.webhook_secret",
             ),
             (("TENANT_PLANE__HTTP__BODY_LIMIT", "0"), "http.body_limit"),
+            (("TENANT_PLANE__WORKER__LEASE", "30s"), "worker.lease"),
+            (
+                ("TENANT_PLANE__WORKER__ATTEMPT_TIMEOUT", "0s"),
+                "worker.attempt_timeout",
+            ),
+            (
+                ("TENANT_PLANE__DATABASE__API_CONNECTIONS", "0"),
+                "database.api_connections",
+            ),
         ] {
             let err = load(&[env]).unwrap_err().to_string();
             assert!(err.contains(key), "{err}");
@@ -572,6 +650,35 @@ mod tests {
         assert!(!format!("{s:?}").contains("0123456789abcdef0123"));
         let err = load(&[("TENANT_PLANE__INTERNAL__TOKENS", "short")]).unwrap_err();
         assert!(err.to_string().contains("internal.tokens"));
+    }
+
+    #[test]
+    fn each_control_pool_gets_its_size_and_the_deadlines_of_its_callers() {
+        let s = load(&[
+            ("TENANT_PLANE__DATABASE__MAX_CONNECTIONS", "12"),
+            ("TENANT_PLANE__DATABASE__API_CONNECTIONS", "6"),
+            ("TENANT_PLANE__DATABASE__LOCK_TIMEOUT", "0s"),
+            ("TENANT_PLANE__WORKER__CONCURRENCY", "3"),
+        ])
+        .unwrap();
+        let intake = s.pool_options(ControlPool::Intake);
+        assert_eq!(intake.max_size, 12);
+        assert_eq!(
+            intake.session,
+            SessionLimits {
+                statement_timeout: Some(Duration::from_secs(5)),
+                // 0 leaves the server's own setting.
+                lock_timeout: None,
+            }
+        );
+        assert_eq!(s.pool_options(ControlPool::Api).max_size, 6);
+        assert_eq!(s.pool_options(ControlPool::Readiness).max_size, 2);
+        let workers = s.pool_options(ControlPool::Workers);
+        assert_eq!(workers.max_size, 5);
+        assert_eq!(
+            workers.session,
+            SessionLimits::new(Duration::from_secs(30), Duration::from_secs(10))
+        );
     }
 
     #[test]

@@ -56,8 +56,9 @@ fn default_host(settings: &Settings) -> anyhow::Result<(NewHost, Option<String>)
 pub fn host_connector(settings: &Settings) -> anyhow::Result<HostConnector> {
     let (_, default_password) = default_host(settings)?;
     let tls = registry::pool::parse_url(settings.database_url()?)?.tls;
-    let mut connector =
-        HostConnector::new(settings.database.connect_timeout).with_tls_defaults(tls.clone());
+    let mut connector = HostConnector::new(settings.database.connect_timeout)
+        .with_tls_defaults(tls.clone())
+        .with_session_limits(settings.worker_session_limits());
     if let Some(cert) = tls.client_cert() {
         connector = connector.with_client_cert(DEFAULT_HOST, cert.clone());
     }
@@ -98,19 +99,30 @@ pub fn reconciler(settings: &Settings, pool: Pool) -> anyhow::Result<Arc<Reconci
             backoff_base: settings.worker.backoff_base,
             backoff_max: settings.worker.backoff_max,
             plans: settings.plans()?,
+            attempt_timeout: settings.worker.attempt_timeout,
+            lease: settings.worker.lease,
             pause_at: std::env::var(PAUSE_AT_ENV).ok().filter(|s| !s.is_empty()),
         },
     )))
 }
 
 /// Everything `serve` and `worker` do before working: register the default
-/// host and bring every host's template up to date.
+/// host and bring every host's template up to date. A host that cannot be
+/// reached is logged and left for later (its tenants back off meanwhile);
+/// a template that is wrong (an applied migration edited) stops start-up.
 pub async fn prepare(settings: &Settings, pool: &Pool) -> anyhow::Result<Arc<Reconciler>> {
     seed_default_host(pool, settings).await?;
     let reconciler = reconciler(settings, pool.clone())?;
-    for report in reconciler.build_templates().await? {
-        if report.created || !report.applied.is_empty() {
-            tracing::info!(host = %report.host, created = report.created, applied = ?report.applied, "template built");
+    for built in reconciler.build_templates_each().await? {
+        match built {
+            Ok(report) if report.created || !report.applied.is_empty() => {
+                tracing::info!(host = %report.host, created = report.created, applied = ?report.applied, "template built");
+            }
+            Ok(_) => {}
+            Err(e) if e.host_unreachable() => {
+                tracing::warn!(error = %e, "template not built: db host unreachable; starting without it");
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(reconciler)

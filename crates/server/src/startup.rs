@@ -23,7 +23,7 @@ use tokio::task::JoinHandle;
 use tracing_actix_web::{RequestId, TracingLogger};
 use webhooks::{Inbox, WebhookVerifier};
 
-use crate::config::Settings;
+use crate::config::{ControlPool, Settings};
 use crate::{provisioning, routes};
 
 /// Shared by every request handler.
@@ -33,18 +33,16 @@ pub struct AppState {
     pub body_limit: usize,
     pub body_read_timeout: std::time::Duration,
     pub service_tokens: Vec<SecretString>,
+    /// The internal API's control-plane pool (intake has its own, in `inbox`).
+    pub api: Pool,
+    /// `/readyz` and `/metrics`: a pool of their own, so probes answer
+    /// whatever else is busy.
+    pub readiness: Pool,
     /// Present when `clerk.issuer` is configured.
     pub resolver: Option<Arc<Resolver>>,
     /// Present when `clerk.secret_key` is configured.
     pub clerk: Option<Arc<clerk_api::ClerkClient>>,
     pub expose_passwords: bool,
-}
-
-impl AppState {
-    /// The control-plane pool.
-    pub fn pool(&self) -> &Pool {
-        self.inbox.pool()
-    }
 }
 
 pub struct Application {
@@ -60,20 +58,20 @@ impl Application {
     /// schema is missing, behind or ahead of this binary.
     pub async fn build(settings: &Settings, listener: TcpListener) -> anyhow::Result<Self> {
         let verifier = settings.webhook_verifier()?;
-        let pool = control_pool(settings)?;
-        let client = pool.get().await.context(
+        let pools = ControlPools::build(settings)?;
+        let client = pools.workers.get().await.context(
             "cannot reach the control-plane database (database.url); is PostgreSQL running?",
         )?;
         registry::schema::check(&client).await?;
         drop(client);
-        let reconciler = provisioning::prepare(settings, &pool).await?;
+        let reconciler = provisioning::prepare(settings, &pools.workers).await?;
         let worker = settings
             .worker
             .enabled
             .then(|| spawn_worker(settings, reconciler.clone()))
             .transpose()?;
 
-        let resolver = build_resolver(settings, pool.clone())?;
+        let resolver = build_resolver(settings, pools.api.clone())?;
         if let Some(resolver) = &resolver {
             resolver.listen_for_changes(registry::pool::parse_url(settings.database_url()?)?);
         }
@@ -83,7 +81,7 @@ impl Application {
         };
         if let (Some(clerk), true, Some((stop, _))) = (&clerk, settings.clerk.write_back, &worker) {
             directory_sync::writeback::spawn(
-                pool.clone(),
+                pools.workers.clone(),
                 clerk.clone(),
                 settings.worker.poll_interval,
                 stop.subscribe(),
@@ -92,11 +90,13 @@ impl Application {
         let port = listener.local_addr()?.port();
         crate::telemetry::prometheus();
         let state = web::Data::new(AppState {
-            inbox: Inbox::new(pool),
+            inbox: Inbox::new(pools.intake),
             verifier: Arc::new(verifier),
             body_limit: settings.http.body_limit,
             body_read_timeout: settings.http.body_read_timeout,
             service_tokens: settings.internal.tokens.clone(),
+            api: pools.api,
+            readiness: pools.readiness,
             resolver,
             clerk,
             expose_passwords: settings.internal.expose_passwords,
@@ -201,19 +201,43 @@ pub fn build_resolver(settings: &Settings, control: Pool) -> anyhow::Result<Opti
     Ok(Some(Arc::new(resolver)))
 }
 
-/// The control-plane pool, from settings.
+/// The control-plane pools (see [`ControlPool`]).
 ///
-/// One pool serves the actix workers (each on a runtime of its own) and the
+/// They serve the actix workers (each on a runtime of its own) and the
 /// reconciler (on the caller's runtime). A connection's I/O task runs on the
 /// runtime that opened it, so whichever runtime built the application must
 /// keep running: an embedder (or a test) that blocks it starves requests that
 /// happen to get such a connection.
-pub fn control_pool(settings: &Settings) -> anyhow::Result<Pool> {
+pub struct ControlPools {
+    pub intake: Pool,
+    pub api: Pool,
+    pub readiness: Pool,
+    pub workers: Pool,
+}
+
+impl ControlPools {
+    pub fn build(settings: &Settings) -> anyhow::Result<Self> {
+        Ok(Self {
+            intake: pool_of(settings, ControlPool::Intake)?,
+            api: pool_of(settings, ControlPool::Api)?,
+            readiness: pool_of(settings, ControlPool::Readiness)?,
+            workers: pool_of(settings, ControlPool::Workers)?,
+        })
+    }
+}
+
+fn pool_of(settings: &Settings, which: ControlPool) -> anyhow::Result<Pool> {
     let target = registry::pool::parse_url(settings.database_url()?)?;
     Ok(registry::pool::build_pool(
         target,
-        &settings.pool_options(),
+        &settings.pool_options(which),
     )?)
+}
+
+/// A control-plane pool for the CLI and one-off jobs, with the workers'
+/// deadlines (its commands run as long as a worker's steps).
+pub fn control_pool(settings: &Settings) -> anyhow::Result<Pool> {
+    pool_of(settings, ControlPool::Workers)
 }
 
 /// Returns the request id that tracing-actix-web put on the request's span as

@@ -18,7 +18,7 @@ pub use database::{
     TestDatabase,
 };
 pub use fake_clerk::FakeClerk;
-pub use proxy::ToggleProxy;
+pub use proxy::{ProxyMode, ToggleProxy};
 pub use settings::TestSettings;
 
 /// The first column of every row `sql` answers: what most test look-ups

@@ -26,15 +26,28 @@ const NEEDS_WORK: &str = "((t.status <> t.desired_state
                               AND (t.privilege_model < $1
                                    OR t.limits_applied IS DISTINCT FROM ($2::jsonb ->> t.plan))))";
 
-/// Picks the next tenant that needs work and locks it for the rest of `tx`
-/// (`SKIP LOCKED`, so any number of workers can run).
+/// Not leased, or its lease has lapsed (the worker that held it died).
+const UNLEASED: &str = "(t.lease_expires_at IS NULL OR t.lease_expires_at <= now())";
+
+/// The tenant's host (`h`, joined) takes an attempt: unplaced, never failed,
+/// or past its backoff with no other attempt probing it, so a dead host
+/// holds about one worker at a time.
+const HOST_OPEN: &str = "(h.id IS NULL OR h.failures = 0
+                          OR (coalesce(h.retry_after <= now(), true)
+                              AND NOT EXISTS (SELECT 1 FROM tenant_registry o
+                                               WHERE o.db_host_id = h.id
+                                                 AND o.lease_expires_at > now())))";
+
+/// Picks the next tenant that needs work and is free to take, and locks it
+/// for the rest of the claim transaction (`SKIP LOCKED`, so any number of
+/// workers can run).
 pub(super) async fn pick(
     tx: &Transaction<'_>,
     plans: &Plans,
 ) -> Result<Option<Tenant>, RegistryError> {
     let claim = format!(
-        "SELECT t.id FROM tenant_registry t
-          WHERE {NEEDS_WORK} AND t.next_attempt_at <= now()
+        "SELECT t.id FROM tenant_registry t LEFT JOIN db_hosts h ON h.id = t.db_host_id
+          WHERE {NEEDS_WORK} AND t.next_attempt_at <= now() AND {UNLEASED} AND {HOST_OPEN}
           ORDER BY t.next_attempt_at
           LIMIT 1
           FOR UPDATE OF t SKIP LOCKED"
@@ -43,32 +56,35 @@ pub(super) async fn pick(
         .query_opt(&claim, &[&PRIVILEGE_MODEL, &plans.fingerprints()])
         .await?
         .map(|r| r.get::<_, Uuid>(0));
-    read_locked(tx, id).await
-}
-
-/// The whole row of a tenant this transaction has just locked. Read by a
-/// statement of its own: a row locked after a concurrent update is
-/// re-checked alone, so columns joined in the locking statement (the
-/// host's) could belong to the version before that update.
-async fn read_locked(
-    tx: &Transaction<'_>,
-    id: Option<Uuid>,
-) -> Result<Option<Tenant>, RegistryError> {
     match id {
-        Some(id) => tenants::get(tx, tenants::TenantKey::Id(TenantId::from(id))).await,
+        Some(id) => read(tx, TenantId::from(id)).await,
         None => Ok(None),
     }
 }
 
+/// The whole row of a tenant. After a lock, read by a statement of its own:
+/// a row locked after a concurrent update is re-checked alone, so columns
+/// joined in the locking statement (the host's) could belong to the version
+/// before that update.
+pub(super) async fn read(
+    tx: &Transaction<'_>,
+    id: TenantId,
+) -> Result<Option<Tenant>, RegistryError> {
+    tenants::get(tx, tenants::TenantKey::Id(id)).await
+}
+
 /// How long until the earliest attempt that is due later (a tenant backing
-/// off after a failure), if any: idle workers wake up for it.
+/// off after a failure, a host backing off, a lease running out), if any:
+/// idle workers wake up for it.
 pub(super) async fn next_due(
     tx: &Transaction<'_>,
     plans: &Plans,
 ) -> Result<Option<std::time::Duration>, RegistryError> {
     let sql = format!(
-        "SELECT extract(epoch FROM min(t.next_attempt_at) - now())::float8 AS secs
-           FROM tenant_registry t WHERE {NEEDS_WORK}"
+        "SELECT extract(epoch FROM min(greatest(t.next_attempt_at, t.lease_expires_at,
+                                                 h.retry_after)) - now())::float8 AS secs
+           FROM tenant_registry t LEFT JOIN db_hosts h ON h.id = t.db_host_id
+          WHERE {NEEDS_WORK}"
     );
     let secs: Option<f64> = tx
         .query_one(&sql, &[&PRIVILEGE_MODEL, &plans.fingerprints()])
@@ -77,33 +93,20 @@ pub(super) async fn next_due(
     Ok(secs.map(|s| std::time::Duration::from_secs_f64(s.max(0.0))))
 }
 
-/// Locks a claimed tenant again for the work phase, unless another worker
-/// holds it or it needs no more work.
-pub(super) async fn relock(
-    tx: &Transaction<'_>,
-    tenant: TenantId,
-    plans: &Plans,
-) -> Result<Option<Tenant>, RegistryError> {
-    let relock = format!(
-        "SELECT t.id FROM tenant_registry t
-          WHERE t.id = $3 AND {NEEDS_WORK}
-          FOR UPDATE OF t SKIP LOCKED"
-    );
-    let id = tx
-        .query_opt(
-            &relock,
-            &[&PRIVILEGE_MODEL, &plans.fingerprints(), tenant.uuid_ref()],
-        )
-        .await?
-        .map(|r| r.get::<_, Uuid>(0));
-    read_locked(tx, id).await
+/// A claim on a tenant: its token guards every outcome recorded for it, so
+/// a worker whose lease lapsed and was taken over records nothing.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Lease {
+    pub token: Uuid,
+    pub duration: Duration,
 }
 
-/// Records the transitional status and, for an active goal, the placement
-/// and sealed password, before anything exists on a server.
+/// Records the lease, the transitional status and, for an active goal, the
+/// placement and sealed password, before anything exists on a server.
 pub(super) async fn record_claim(
     tx: &Transaction<'_>,
     t: &Tenant,
+    lease: Lease,
     transitional: TenantStatus,
     host_id: Option<Uuid>,
     name: Option<&PgIdent>,
@@ -113,7 +116,8 @@ pub(super) async fn record_claim(
         "UPDATE tenant_registry
             SET status = $2, db_host_id = $3,
                 db_name = coalesce(db_name, $4), db_role = coalesce(db_role, $4),
-                db_password_enc = $5, updated_at = now()
+                db_password_enc = $5, lease_token = $6,
+                lease_expires_at = now() + make_interval(secs => $7), updated_at = now()
           WHERE id = $1",
         &[
             t.id.uuid_ref(),
@@ -121,6 +125,8 @@ pub(super) async fn record_claim(
             &host_id,
             &name.map(PgIdent::as_str),
             &password,
+            &lease.token,
+            &lease.duration.as_secs_f64(),
         ],
     )
     .await?;
@@ -161,11 +167,15 @@ pub(super) enum Progress {
     Retained { purge_after: DateTime<Utc> },
 }
 
+/// Records what a work phase reached and ends its lease; `None` when the
+/// lease was lost (it lapsed and another worker took the tenant over), in
+/// which case nothing was written.
 pub(super) async fn record_progress(
     tx: &Transaction<'_>,
     t: &Tenant,
+    lease: Uuid,
     progress: Progress,
-) -> Result<TenantStatus, RegistryError> {
+) -> Result<Option<TenantStatus>, RegistryError> {
     let (status, detail) = match progress {
         Progress::Reached {
             status,
@@ -177,9 +187,11 @@ pub(super) async fn record_progress(
                 Some(m) => (Some(&m.limits), m.resealed.as_ref(), Some(&m.changed)),
                 None => (None, None, None),
             };
-            tx.execute(
-                "UPDATE tenant_registry
+            let n = tx
+                .execute(
+                    "UPDATE tenant_registry
                     SET status = $2, attempts = 0, last_error = NULL, next_attempt_at = now(),
+                        lease_token = NULL, lease_expires_at = NULL,
                         template_version = coalesce($3, template_version),
                         purge_after = CASE WHEN $4 THEN purge_after END,
                         deleted_at = CASE WHEN $4 THEN now() END,
@@ -188,19 +200,23 @@ pub(super) async fn record_progress(
                         privilege_model = CASE WHEN $5 THEN $8 ELSE privilege_model END,
                         limits_applied = coalesce($6, limits_applied),
                         updated_at = now()
-                  WHERE id = $1",
-                &[
-                    t.id.uuid_ref(),
-                    &status.as_str(),
-                    &template_version,
-                    &deleted,
-                    &model.is_some(),
-                    &limits,
-                    &resealed,
-                    &PRIVILEGE_MODEL,
-                ],
-            )
-            .await?;
+                  WHERE id = $1 AND lease_token = $9",
+                    &[
+                        t.id.uuid_ref(),
+                        &status.as_str(),
+                        &template_version,
+                        &deleted,
+                        &model.is_some(),
+                        &limits,
+                        &resealed,
+                        &PRIVILEGE_MODEL,
+                        &lease,
+                    ],
+                )
+                .await?;
+            if n == 0 {
+                return Ok(None);
+            }
             let mut detail = json!({ "template_version": template_version });
             if let Some(changed) = changed.filter(|c| !c.is_empty()) {
                 detail["privilege_model"] = json!({ "to": PRIVILEGE_MODEL, "changed": changed });
@@ -208,14 +224,19 @@ pub(super) async fn record_progress(
             (status, detail)
         }
         Progress::Retained { purge_after } => {
-            tx.execute(
-                "UPDATE tenant_registry
-                    SET status = 'deleting', attempts = 0, last_error = NULL,
-                        purge_after = $2, next_attempt_at = $2, updated_at = now()
-                  WHERE id = $1",
-                &[t.id.uuid_ref(), &purge_after],
-            )
-            .await?;
+            let n = tx
+                .execute(
+                    "UPDATE tenant_registry
+                        SET status = 'deleting', attempts = 0, last_error = NULL,
+                            purge_after = $2, next_attempt_at = $2, updated_at = now(),
+                            lease_token = NULL, lease_expires_at = NULL
+                      WHERE id = $1 AND lease_token = $3",
+                    &[t.id.uuid_ref(), &purge_after, &lease],
+                )
+                .await?;
+            if n == 0 {
+                return Ok(None);
+            }
             (
                 TenantStatus::Deleting,
                 json!({ "purge_after": purge_after }),
@@ -244,7 +265,7 @@ pub(super) async fn record_progress(
     }
     metrics::counter!("tenant_plane_reconciled_total", "status" => status.as_str()).increment(1);
     tracing::info!(status = %status, "tenant reconciled");
-    Ok(status)
+    Ok(Some(status))
 }
 
 /// How failures back off.
@@ -255,13 +276,16 @@ pub(super) struct Retry {
     pub max: Duration,
 }
 
-/// Records a failed attempt with its backoff, or gives up after the last.
+/// Records a failed attempt with its backoff, or gives up after the last,
+/// and ends the lease. With `lease`, only under it (`None` when it was
+/// lost); without, the caller holds the row locked (the claim transaction).
 pub(super) async fn record_failure(
     tx: &Transaction<'_>,
     t: &Tenant,
+    lease: Option<Uuid>,
     message: &str,
     retry: Retry,
-) -> Result<TenantStatus, RegistryError> {
+) -> Result<Option<TenantStatus>, RegistryError> {
     let attempts = t.attempts + 1;
     // A tenant that is active and should be keeps answering while its
     // repair (privilege model, limits) is retried: it never turns failed.
@@ -273,21 +297,27 @@ pub(super) async fn record_failure(
         t.status
     };
     let delay = backoff(attempts - 1, retry.base, retry.max, &mut rand::thread_rng());
+    let n = tx
+        .execute(
+            "UPDATE tenant_registry
+                SET attempts = $2, status = $3, last_error = $4,
+                    next_attempt_at = now() + make_interval(secs => $5), updated_at = now(),
+                    lease_token = NULL, lease_expires_at = NULL
+              WHERE id = $1 AND ($6::uuid IS NULL OR lease_token = $6)",
+            &[
+                t.id.uuid_ref(),
+                &attempts,
+                &status.as_str(),
+                &message,
+                &delay.as_secs_f64(),
+                &lease,
+            ],
+        )
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
     tracing::warn!(attempts, error = %message, "reconcile attempt failed");
-    tx.execute(
-        "UPDATE tenant_registry
-            SET attempts = $2, status = $3, last_error = $4,
-                next_attempt_at = now() + make_interval(secs => $5), updated_at = now()
-          WHERE id = $1",
-        &[
-            t.id.uuid_ref(),
-            &attempts,
-            &status.as_str(),
-            &message,
-            &delay.as_secs_f64(),
-        ],
-    )
-    .await?;
     record_event(
         tx,
         t.id,
@@ -301,7 +331,7 @@ pub(super) async fn record_failure(
     if give_up {
         notify_changed(tx, t.id).await?;
     }
-    Ok(status)
+    Ok(Some(status))
 }
 
 /// The status a goal passes through while the reconciler works on it. An

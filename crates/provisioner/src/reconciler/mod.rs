@@ -2,14 +2,19 @@
 //! tenant's `status` with its `desired_state` and takes the next idempotent
 //! step towards it. A crash at any point is repaired by the next pass.
 //!
-//! A pass works on one tenant in two transactions on the control database:
-//! 1. *claim*: pick a tenant that needs work (`FOR UPDATE SKIP LOCKED`, so any
-//!    number of workers can run), mark the transitional status, place it on a
-//!    host and seal its password, and commit, so that everything created on a
-//!    host afterwards is already recorded;
-//! 2. *work*: lock the row again (skipping it if another worker holds it), do
-//!    the steps on the tenant's host, and commit the resulting status, or the
-//!    failure with a backoff.
+//! A pass works on one tenant in three phases; no control-plane row lock is
+//! held while a host works, so webhook writes never wait for a host:
+//! 1. *claim*, a short transaction: pick a tenant that needs work and is not
+//!    leased (`FOR UPDATE SKIP LOCKED`, so any number of workers can run),
+//!    write a lease, mark the transitional status, place it on a host and
+//!    seal its password, and commit, so that everything created on a host
+//!    afterwards is already recorded;
+//! 2. *work*, outside any control transaction and within the attempt
+//!    deadline: the steps on the tenant's host;
+//! 3. *record*, a short transaction: the resulting status, or the failure
+//!    with a backoff (and the host's backoff when it could not be reached),
+//!    written only while the lease is still ours. A worker that dies leaves
+//!    a lease that lapses; then any worker takes the tenant over.
 //!
 //! `ledger` holds the bookkeeping SQL, `worker` the loop that runs passes;
 //! the statements run on hosts are in `host_ops`.
@@ -29,7 +34,8 @@ use registry::tenants::{Placement, Tenant};
 use registry::{template_versions, RegistryError};
 
 pub use ledger::backoff;
-use ledger::{Progress, Retry};
+use ledger::{Lease, Progress, Retry};
+use uuid::Uuid;
 
 use crate::connector::{HostConnector, HostError};
 use crate::host_ops::{self, HostSqlError};
@@ -48,6 +54,11 @@ pub struct ReconcilerSettings {
     pub backoff_max: Duration,
     /// Per-plan limits of tenant roles.
     pub plans: Plans,
+    /// The bound on one pass's work on a host, whatever the host does.
+    pub attempt_timeout: Duration,
+    /// How long a claim is held; longer than `attempt_timeout`, so only a
+    /// worker that died loses its lease.
+    pub lease: Duration,
     /// Test hook: stop (and wait to be killed) when this step is reached.
     pub pause_at: Option<String>,
 }
@@ -67,6 +78,20 @@ enum StepError {
     Template(#[from] TemplateError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
+    /// The attempt ran out of time on the host (connected, then silent).
+    #[error("db host {host:?} ({addr}) did not answer within {}s: the attempt ran out of time", .after.as_secs_f64())]
+    Deadline {
+        host: String,
+        addr: String,
+        after: Duration,
+    },
+    /// The template's lock (held by a template migration) was not free in time.
+    #[error("waiting for the template lock of db host {host:?}: {source}")]
+    TemplateLock {
+        host: String,
+        #[source]
+        source: RegistryError,
+    },
     #[error("no db host is accepting tenants (all draining or full)")]
     NoCapacity,
     #[error("tenant row is inconsistent: {0}")]
@@ -85,6 +110,23 @@ enum StepError {
     },
 }
 
+impl StepError {
+    /// The host itself could not be reached: it backs off as a whole.
+    fn host_unreachable(&self) -> bool {
+        matches!(
+            self,
+            StepError::Deadline { .. }
+                | StepError::Host(HostError::Connect { .. } | HostError::Timeout { .. })
+        )
+    }
+}
+
+/// A tenant claimed under a lease, with its host when it is placed.
+struct Claimed {
+    tenant: Tenant,
+    host: Option<DbHost>,
+}
+
 /// The names a tenant's work may touch: all derived from its id.
 struct Names {
     database: PgIdent,
@@ -98,8 +140,9 @@ pub enum Pass {
     /// Nothing needs work now; `next_due` is how long until an attempt
     /// that backs off is due, if one is.
     Idle { next_due: Option<Duration> },
-    /// Another worker holds the tenant that was claimed.
-    Contended,
+    /// The lease lapsed during the work and another worker took the tenant
+    /// over: nothing was recorded.
+    LeaseLost,
     /// A tenant was worked on; `status` is where it is now.
     Worked {
         tenant: TenantId,
@@ -156,6 +199,31 @@ impl Reconciler {
         Ok(reports)
     }
 
+    /// As [`Self::build_templates`], but each host within the attempt
+    /// deadline and on its own: a host that fails or hangs is reported with
+    /// its error, and the others are still built (start-up must not wait on
+    /// one dead host; its template is built when its first tenant is).
+    pub async fn build_templates_each(
+        &self,
+    ) -> Result<Vec<Result<TemplateReport, TemplateError>>, RegistryError> {
+        let client = self.control.get().await?;
+        let all = hosts::list(&client).await?;
+        drop(client);
+        let mut reports = Vec::new();
+        for host in &all {
+            let after = self.settings.attempt_timeout;
+            let built = match tokio::time::timeout(after, self.build_template(host)).await {
+                Ok(built) => built,
+                Err(_) => Err(TemplateError::Deadline {
+                    host: host.name.clone(),
+                    after,
+                }),
+            };
+            reports.push(built);
+        }
+        Ok(reports)
+    }
+
     async fn build_template(&self, host: &DbHost) -> Result<TemplateReport, TemplateError> {
         template::build(
             &self.control,
@@ -174,7 +242,7 @@ impl Reconciler {
         loop {
             match self.run_once().await? {
                 Pass::Idle { .. } => return Ok(worked),
-                Pass::Contended => tokio::task::yield_now().await,
+                Pass::LeaseLost => tokio::task::yield_now().await,
                 Pass::Worked { .. } => worked += 1,
             }
         }
@@ -187,48 +255,97 @@ impl Reconciler {
         fields(tenant_id = tracing::field::Empty, org_id = tracing::field::Empty, desired = tracing::field::Empty)
     )]
     pub async fn run_once(&self) -> Result<Pass, RegistryError> {
-        let mut client = self.control.get().await?;
+        let lease = Lease {
+            token: Uuid::now_v7(),
+            duration: self.settings.lease,
+        };
 
         // Phase 1: claim.
-        let tx = client.transaction().await?;
-        let Some(tenant) = ledger::pick(&tx, &self.settings.plans).await? else {
-            let next_due = ledger::next_due(&tx, &self.settings.plans).await?;
-            return Ok(Pass::Idle { next_due });
-        };
-        let span = tracing::Span::current();
-        span.record("tenant_id", tracing::field::display(tenant.id));
-        span.record("org_id", tenant.clerk_org_id.as_str());
-        span.record("desired", tenant.desired_state.as_str());
-        match self.claim(&tx, &tenant).await {
-            Ok(()) => {}
-            Err(StepError::Control(e)) => return Err(e),
-            Err(e) => {
-                let status =
-                    ledger::record_failure(&tx, &tenant, &e.to_string(), self.retry()).await?;
-                tx.commit().await?;
-                return Ok(Pass::Worked {
-                    tenant: tenant.id,
-                    status,
-                });
+        let claimed = {
+            let mut client = self.control.get().await?;
+            let tx = client.transaction().await?;
+            let Some(tenant) = ledger::pick(&tx, &self.settings.plans).await? else {
+                let next_due = ledger::next_due(&tx, &self.settings.plans).await?;
+                return Ok(Pass::Idle { next_due });
+            };
+            let span = tracing::Span::current();
+            span.record("tenant_id", tracing::field::display(tenant.id));
+            span.record("org_id", tenant.clerk_org_id.as_str());
+            span.record("desired", tenant.desired_state.as_str());
+            match self.claim(&tx, &tenant, lease).await {
+                Ok(claimed) => {
+                    tx.commit().await?;
+                    claimed
+                }
+                Err(StepError::Control(e)) => return Err(e),
+                Err(e) => {
+                    let status =
+                        ledger::record_failure(&tx, &tenant, None, &e.to_string(), self.retry())
+                            .await?
+                            .unwrap_or(tenant.status);
+                    tx.commit().await?;
+                    return Ok(Pass::Worked {
+                        tenant: tenant.id,
+                        status,
+                    });
+                }
             }
-        }
-        tx.commit().await?;
+        };
         self.pause_at("claimed").await;
 
-        // Phase 2: work.
+        // Phase 2: work, within the deadline.
+        let Claimed { tenant, host } = &claimed;
+        let work = async {
+            match tenant.desired_state {
+                DesiredState::Active => self.make_active(tenant, host.as_ref()).await,
+                DesiredState::Suspended => self.make_suspended(tenant, host.as_ref()).await,
+                DesiredState::Deleted => self.make_deleted(tenant, host.as_ref()).await,
+            }
+        };
+        let after = self.settings.attempt_timeout;
+        let outcome = match tokio::time::timeout(after, work).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(match host {
+                Some(h) => StepError::Deadline {
+                    host: h.name.clone(),
+                    addr: format!("{}:{}", h.host, h.port),
+                    after,
+                },
+                None => StepError::Inconsistent("an unplaced tenant's work ran out of time"),
+            }),
+        };
+
+        // Phase 3: record, under the lease.
+        let mut client = self.control.get().await?;
         let tx = client.transaction().await?;
-        let Some(tenant) = ledger::relock(&tx, tenant.id, &self.settings.plans).await? else {
-            return Ok(Pass::Contended);
-        };
-        let progress = match tenant.desired_state {
-            DesiredState::Active => self.make_active(&tx, &tenant).await,
-            DesiredState::Suspended => self.make_suspended(&tx, &tenant).await,
-            DesiredState::Deleted => self.make_deleted(&tx, &tenant).await,
-        };
-        let status = match progress {
-            Ok(progress) => ledger::record_progress(&tx, &tenant, progress).await?,
+        let recorded = match outcome {
+            Ok(progress) => {
+                let recorded = ledger::record_progress(&tx, tenant, lease.token, progress).await?;
+                if let (Some(_), Some(h)) = (recorded, host) {
+                    hosts::record_reachable(&tx, h.id).await?;
+                }
+                recorded
+            }
+            // The control database failed: nothing can be recorded, and
+            // the lease lapses for the next worker.
             Err(StepError::Control(e)) => return Err(e),
-            Err(e) => ledger::record_failure(&tx, &tenant, &e.to_string(), self.retry()).await?,
+            Err(e) => {
+                let message = e.to_string();
+                let recorded =
+                    ledger::record_failure(&tx, tenant, Some(lease.token), &message, self.retry())
+                        .await?;
+                if let (Some(_), Some(h), true) = (recorded, host, e.host_unreachable()) {
+                    let r = self.retry();
+                    let delay = backoff(h.failures, r.base, r.max, &mut rand::thread_rng());
+                    tracing::warn!(host = %h.name, retry_in = ?delay, "db host unreachable; backing off");
+                    hosts::record_unreachable(&tx, h.id, &message, delay).await?;
+                }
+                recorded
+            }
+        };
+        let Some(status) = recorded else {
+            tracing::warn!("the lease lapsed during the work and the tenant was taken over");
+            return Ok(Pass::LeaseLost);
         };
         tx.commit().await?;
         Ok(Pass::Worked {
@@ -237,11 +354,16 @@ impl Reconciler {
         })
     }
 
-    /// Marks the transitional status and, for an active goal, makes sure the
-    /// tenant has a host, names and a sealed password before anything exists
-    /// on a server.
+    /// Writes the lease, marks the transitional status and, for an active
+    /// goal, makes sure the tenant has a host, names and a sealed password
+    /// before anything exists on a server.
     #[tracing::instrument(name = "claim", skip_all)]
-    async fn claim(&self, tx: &Transaction<'_>, t: &Tenant) -> Result<(), StepError> {
+    async fn claim(
+        &self,
+        tx: &Transaction<'_>,
+        t: &Tenant,
+        lease: Lease,
+    ) -> Result<Claimed, StepError> {
         let transitional = ledger::transitional(t);
         let mut host_id = t.placement.as_ref().map(|p| p.host_id);
         let mut password = t.db_password_enc.clone();
@@ -260,13 +382,25 @@ impl Reconciler {
         ledger::record_claim(
             tx,
             t,
+            lease,
             transitional,
             host_id,
             name.as_ref(),
             password.as_deref(),
         )
         .await?;
-        Ok(())
+        let tenant = ledger::read(tx, t.id)
+            .await?
+            .ok_or(StepError::Inconsistent("the claimed tenant vanished"))?;
+        let host = match &tenant.placement {
+            Some(p) => Some(
+                hosts::get_by_id(tx, p.host_id)
+                    .await?
+                    .ok_or(StepError::Inconsistent("db_host_id names no host"))?,
+            ),
+            None => None,
+        };
+        Ok(Claimed { tenant, host })
     }
 
     /// The tenant's names, checked against the ones its id derives: work on
@@ -288,30 +422,26 @@ impl Reconciler {
         })
     }
 
-    /// The tenant's host row, for a placed tenant.
-    async fn host_of(&self, tx: &Transaction<'_>, p: &Placement) -> Result<DbHost, StepError> {
-        hosts::get_by_id(tx, p.host_id)
-            .await?
-            .ok_or(StepError::Inconsistent("db_host_id names no host"))
-    }
-
     #[tracing::instrument(name = "make_active", skip_all)]
-    async fn make_active(&self, tx: &Transaction<'_>, t: &Tenant) -> Result<Progress, StepError> {
-        let p = t.placement.as_ref().ok_or(StepError::Inconsistent(
-            "claimed for activation but not placed",
-        ))?;
+    async fn make_active(&self, t: &Tenant, host: Option<&DbHost>) -> Result<Progress, StepError> {
+        let (p, host) = t
+            .placement
+            .as_ref()
+            .zip(host)
+            .ok_or(StepError::Inconsistent(
+                "claimed for activation but not placed",
+            ))?;
         let names = self.names(t, p)?;
         let limits = self.settings.plans.get(&t.plan)?;
-        let host = self.host_of(tx, p).await?;
         let password = registry::tenants::password(&self.cipher, t).map_err(|e| match e {
             CredentialsError::Crypto(e) => StepError::Crypto(e),
             CredentialsError::NotPlaced(_) => StepError::Inconsistent("no sealed password"),
         })?;
-        let admin = self.connector.connect(&host, "postgres").await?;
+        let admin = self.connector.connect(host, "postgres").await?;
 
         let template = self.settings.prefix.template_ident();
         if !host_ops::database_exists(&admin, &template).await? {
-            self.build_template(&host).await?;
+            self.build_template(host).await?;
         }
 
         host_ops::ensure_owner_role(&admin, &names.owner).await?;
@@ -325,8 +455,25 @@ impl Reconciler {
         self.pause_at("role").await;
 
         if !host_ops::database_exists(&admin, &names.database).await? {
-            template_versions::lock_for_clone(tx, host.id).await?;
+            // Held until the clone is done: no template migration meanwhile.
+            let lock_failed = |source| StepError::TemplateLock {
+                host: host.name.clone(),
+                source,
+            };
+            let mut control = self
+                .control
+                .get()
+                .await
+                .map_err(|e| lock_failed(e.into()))?;
+            let lock = control
+                .transaction()
+                .await
+                .map_err(|e| lock_failed(e.into()))?;
+            template_versions::lock_for_clone(&lock, host.id, self.settings.attempt_timeout)
+                .await
+                .map_err(lock_failed)?;
             host_ops::create_database(&admin, &names.database, &template, &names.owner).await?;
+            lock.commit().await.map_err(|e| lock_failed(e.into()))?;
         }
         self.pause_at("database").await;
 
@@ -340,7 +487,7 @@ impl Reconciler {
         }
         let mut tenant_db = self
             .connector
-            .connect(&host, names.database.as_str())
+            .connect(host, names.database.as_str())
             .await?;
         let changed = privileges::apply(&mut tenant_db, &names.owner, &names.role).await?;
         if !changed.is_empty() {
@@ -367,13 +514,12 @@ impl Reconciler {
     #[tracing::instrument(name = "make_suspended", skip_all)]
     async fn make_suspended(
         &self,
-        tx: &Transaction<'_>,
         t: &Tenant,
+        host: Option<&DbHost>,
     ) -> Result<Progress, StepError> {
-        if let Some(p) = &t.placement {
+        if let Some((p, host)) = t.placement.as_ref().zip(host) {
             let names = self.names(t, p)?;
-            let host = self.host_of(tx, p).await?;
-            let admin = self.connector.connect(&host, "postgres").await?;
+            let admin = self.connector.connect(host, "postgres").await?;
             host_ops::disable_role(&admin, &names.role).await?;
         }
         Ok(Progress::Reached {
@@ -384,8 +530,8 @@ impl Reconciler {
     }
 
     #[tracing::instrument(name = "make_deleted", skip_all)]
-    async fn make_deleted(&self, tx: &Transaction<'_>, t: &Tenant) -> Result<Progress, StepError> {
-        let Some(p) = &t.placement else {
+    async fn make_deleted(&self, t: &Tenant, host: Option<&DbHost>) -> Result<Progress, StepError> {
+        let Some((p, host)) = t.placement.as_ref().zip(host) else {
             // Never placed: nothing exists anywhere.
             return Ok(Progress::Reached {
                 status: TenantStatus::Deleted,
@@ -394,8 +540,7 @@ impl Reconciler {
             });
         };
         let names = self.names(t, p)?;
-        let host = self.host_of(tx, p).await?;
-        let admin = self.connector.connect(&host, "postgres").await?;
+        let admin = self.connector.connect(host, "postgres").await?;
         host_ops::disable_role(&admin, &names.role).await?;
         self.pause_at("disabled").await;
 

@@ -51,7 +51,7 @@ impl Reconciler {
                             Ok(Pass::Idle { next_due }) => {
                                 Some(next_due.map_or(poll_interval, |d| d.min(poll_interval)))
                             }
-                            Ok(Pass::Contended) => Some(poll_interval),
+                            Ok(Pass::LeaseLost) => None,
                             Err(e) => {
                                 tracing::warn!(worker = n, error = %e, "reconciler pass failed");
                                 Some(poll_interval)

@@ -1,5 +1,7 @@
 //! Liveness, readiness and metrics.
 
+use std::time::Duration;
+
 use actix_web::{get, web, HttpResponse};
 use serde_json::json;
 
@@ -14,19 +16,32 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({ "status": "ok" }))
 }
 
+/// The longest `/readyz` takes: past it, the answer is 503, so a probe
+/// never times out waiting on a stuck database.
+const READINESS_DEADLINE: Duration = Duration::from_secs(2);
+
 /// Ready: the control-plane database answers and holds the schema this binary
-/// expects.
+/// expects. Checked on a pool of its own, within [`READINESS_DEADLINE`].
 #[utoipa::path(get, path = "/readyz", responses((status = 200, description = "ready"), (status = 503, description = "not ready")))]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let client = state
-        .pool()
-        .get()
+    let check = async {
+        let client =
+            state.readiness.get().await.map_err(|e| {
+                ApiError::NotReady(format!("control-plane database unavailable: {e}"))
+            })?;
+        registry::schema::check(&client)
+            .await
+            .map_err(|e| ApiError::NotReady(e.to_string()))
+    };
+    tokio::time::timeout(READINESS_DEADLINE, check)
         .await
-        .map_err(|e| ApiError::NotReady(format!("control-plane database unavailable: {e}")))?;
-    registry::schema::check(&client)
-        .await
-        .map_err(|e| ApiError::NotReady(e.to_string()))?;
+        .map_err(|_| {
+            ApiError::NotReady(format!(
+                "the control-plane database did not answer within {}s",
+                READINESS_DEADLINE.as_secs()
+            ))
+        })??;
     Ok(HttpResponse::Ok().json(json!({ "status": "ready" })))
 }
 
@@ -35,7 +50,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 #[utoipa::path(get, path = "/metrics", responses((status = 200, description = "Prometheus text format")))]
 #[get("/metrics")]
 pub async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
-    if let Ok(client) = state.pool().get().await {
+    if let Ok(client) = state.readiness.get().await {
         if let Ok(counts) = registry::tenants::count_by_status(&client).await {
             for (status, n) in counts {
                 metrics::gauge!("tenant_plane_tenants", "status" => status.as_str()).set(n as f64);

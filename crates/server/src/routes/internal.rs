@@ -39,7 +39,7 @@ pub fn view(t: &Tenant) -> TenantView {
 
 async fn find(state: &AppState, key: TenantKey<'_>) -> Result<TenantView, ApiError> {
     let client = state
-        .pool()
+        .api
         .get()
         .await
         .map_err(registry::RegistryError::from)?;
@@ -78,7 +78,7 @@ pub async fn list(
         ));
     }
     let client = state
-        .pool()
+        .api
         .get()
         .await
         .map_err(registry::RegistryError::from)?;
@@ -157,7 +157,7 @@ async fn act(
         .parse()
         .map_err(|_| ApiError::NotFound("no such tenant"))?;
     let mut client = state
-        .pool()
+        .api
         .get()
         .await
         .map_err(registry::RegistryError::from)?;

@@ -50,7 +50,7 @@ pub async fn sync_organization(
 ) -> Result<HttpResponse, ApiError> {
     let org = ClerkOrgId::parse(org.as_str()).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let report =
-        directory_sync::backfill_organization(state.pool(), clerk(&state)?, &org, query.prune)
+        directory_sync::backfill_organization(&state.api, clerk(&state)?, &org, query.prune)
             .await?;
     Ok(HttpResponse::Ok().json(report))
 }
@@ -71,7 +71,7 @@ pub async fn sync_all(
     let clerk = state.clerk.clone().ok_or(ApiError::NotConfigured(
         "the Clerk Backend API is not configured (set clerk.secret_key)",
     ))?;
-    let pool = state.pool().clone();
+    let pool = state.api.clone();
     let prune = query.prune;
     tokio::spawn(async move {
         if let Err(e) = directory_sync::backfill_all(&pool, &clerk, prune).await {
@@ -92,5 +92,5 @@ pub async fn status(
     _: ServiceCaller,
     state: web::Data<AppState>,
 ) -> Result<web::Json<SyncStatus>, ApiError> {
-    Ok(web::Json(directory_sync::status(state.pool()).await?))
+    Ok(web::Json(directory_sync::status(&state.api).await?))
 }

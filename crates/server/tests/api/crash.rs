@@ -1,12 +1,15 @@
 //! Crash safety: a real worker process killed with SIGKILL at each step of
-//! provisioning and of deletion; a restarted worker finishes the job and the
-//! doctor finds nothing left behind.
+//! provisioning and of deletion; once its lease lapses, a restarted worker
+//! takes the tenant over and finishes the job, and the doctor finds nothing
+//! left behind.
 
 use std::time::Duration;
 
 use model::status::TenantStatus;
 
-use crate::helpers::{spawn_app, spawn_cli, spawn_worker, wait_for_stderr, wait_until, TestApp};
+use crate::helpers::{
+    spawn_app_with, spawn_cli, spawn_worker, wait_for_stderr, wait_until, TestApp, SHORT_LEASE,
+};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -27,7 +30,7 @@ async fn restart_until(app: &TestApp, org: &str, want: TenantStatus) {
 
 #[tokio::test]
 async fn a_worker_killed_at_any_step_is_repaired_by_the_next_one() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(&SHORT_LEASE).await;
 
     for step in ["claimed", "role", "database", "grants"] {
         let ids = app.create_org(step).await;

@@ -62,6 +62,14 @@ pub fn app_settings(env: &TestSettings) -> Settings {
     Settings::load_from(None, env).expect("test settings are valid")
 }
 
+/// Settings for tests that kill workers: a lease that lapses within seconds
+/// (and an attempt deadline under it), so a takeover does not wait a minute.
+pub const SHORT_LEASE: [(&str, &str); 2] = [
+    ("TENANT_PLANE__WORKER__ATTEMPT_TIMEOUT", "5s"),
+    ("TENANT_PLANE__WORKER__LEASE", "6s"),
+];
+const SHORT_LEASE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(90);
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_configured(|env| env).await
 }
@@ -132,6 +140,20 @@ impl TestApp {
     /// Runs the reconciler until nothing is left to do.
     pub async fn reconcile(&self) -> usize {
         self.reconciler.drain().await.expect("reconciler pass")
+    }
+
+    /// Runs the reconciler until `org`'s tenant is `want`: after a worker
+    /// was killed, its tenant waits for the lease to lapse.
+    pub async fn reconcile_until(&self, org: &str, want: model::TenantStatus) {
+        wait_until(
+            &format!("{org} to become {want}"),
+            SHORT_LEASE_DEADLINE,
+            || async {
+                self.reconcile().await;
+                self.registry_tenant(org).await.status == want
+            },
+        )
+        .await;
     }
 
     pub fn webhook_url(&self) -> String {

@@ -694,7 +694,7 @@ async fn old_model_tenants_are_upgraded_without_ever_running_their_planted_code(
 
 #[tokio::test]
 async fn a_new_database_is_unreachable_until_its_privileges_are_set() {
-    let app = spawn_app().await;
+    let app = crate::helpers::spawn_app_with(&crate::helpers::SHORT_LEASE).await;
     // Paused after CREATE DATABASE, the database is closed to everyone;
     // paused after the privileges inside are set, it is open but the tenant
     // has no CONNECT yet.
@@ -732,8 +732,7 @@ async fn a_new_database_is_unreachable_until_its_privileges_are_set() {
         }
 
         worker.kill().await.expect("SIGKILL the worker");
-        app.reconcile().await;
-        assert_eq!(app.registry_tenant(&org).await.status, TenantStatus::Active);
+        app.reconcile_until(&org, TenantStatus::Active).await;
         login(&creds).await;
     }
 }
