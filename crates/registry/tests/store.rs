@@ -352,3 +352,38 @@ async fn replicas_migrating_at_once_take_turns() {
         .await
         .expect("the schema is current");
 }
+
+#[tokio::test]
+async fn pooled_sessions_carry_their_deadlines_and_a_long_statement_is_cancelled() {
+    let db = TestDatabase::migrated().await;
+    let options = PoolOptions {
+        session: registry::session::SessionLimits::new(
+            std::time::Duration::from_millis(300),
+            std::time::Duration::from_millis(200),
+        ),
+        ..PoolOptions::default()
+    };
+    let pool = build_pool(db.config(), &options).unwrap();
+    let client = pool.get().await.unwrap();
+    let show = |name: &'static str| {
+        let client = &client;
+        async move {
+            let row = client
+                .query_one(&format!("SHOW {name}"), &[])
+                .await
+                .unwrap();
+            row.get::<_, String>(0)
+        }
+    };
+    assert_eq!(show("statement_timeout").await, "300ms");
+    assert_eq!(show("lock_timeout").await, "200ms");
+    let err = client
+        .batch_execute("SELECT pg_sleep(5)")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Some(&tokio_postgres::error::SqlState::QUERY_CANCELED),
+        "{err}"
+    );
+}
