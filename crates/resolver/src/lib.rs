@@ -22,6 +22,7 @@ pub mod pools;
 pub mod resolver;
 pub mod session;
 pub mod token;
+pub mod verdicts;
 
 pub use resolver::{ResolveError, Resolver, ResolverConfig, TenantContext, TenantPool};
 pub use session::{ExtractError, TenantConn};

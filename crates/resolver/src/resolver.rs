@@ -16,6 +16,7 @@ use crate::cache::{CacheStats, LookupError, ResolvedTenant, TenantCache};
 use crate::clock::Clock;
 use crate::pools::{PoolError, PoolLimits, PoolManager, PoolStats, PooledConn};
 use crate::token::{TokenConfigError, TokenError, TokenVerifier, VerifiedSession, VerifierConfig};
+use crate::verdicts::VerdictStats;
 
 /// Everything the resolver needs to know.
 #[derive(Debug, Clone)]
@@ -226,6 +227,11 @@ impl Resolver {
 
     pub fn cache_stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+
+    /// Hits and misses of the verified-token cache.
+    pub fn token_cache_stats(&self) -> VerdictStats {
+        self.verifier.verdict_stats()
     }
 
     pub fn pool_stats(&self) -> PoolStats {

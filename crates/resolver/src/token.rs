@@ -30,7 +30,8 @@ use serde_json::{Map, Value};
 
 use crate::claims::{org_claim, OrgClaim};
 use crate::clock::Clock;
-use crate::jwks::{rsa_algorithm, KeyConfigError, KeyError, KeySource, KeyStore};
+use crate::jwks::{rsa_algorithm, KeyConfigError, KeyError, KeySource, KeyStore, PublicKey};
+use crate::verdicts::{self, VerdictCache, VerdictStats};
 
 /// Clerk's default clock skew.
 pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(5);
@@ -54,6 +55,9 @@ pub struct VerifierConfig {
     pub allow_pending_sessions: bool,
     /// A custom claim (`tenant_id`) to return in [`VerifiedSession::tenant_claim`].
     pub tenant_claim: Option<String>,
+    /// Verified tokens remembered at once ([`crate::verdicts`]); 0 verifies
+    /// every token in full every time.
+    pub verdict_cache_entries: usize,
 }
 
 impl VerifierConfig {
@@ -67,6 +71,7 @@ impl VerifierConfig {
             clock_skew: DEFAULT_CLOCK_SKEW,
             allow_pending_sessions: false,
             tenant_claim: None,
+            verdict_cache_entries: crate::verdicts::DEFAULT_MAX_ENTRIES,
         }
     }
 }
@@ -159,6 +164,7 @@ pub struct VerifiedSession {
     /// The configured custom claim's value, when the token has it.
     pub tenant_claim: Option<String>,
     pub issued_at: i64,
+    pub not_before: Option<i64>,
     pub expires_at: i64,
     /// `azp`.
     pub authorized_party: Option<String>,
@@ -171,6 +177,7 @@ pub struct TokenVerifier {
     allow_pending_sessions: bool,
     tenant_claim: Option<String>,
     keys: KeyStore,
+    verdicts: VerdictCache,
     clock: Arc<dyn Clock>,
 }
 
@@ -205,11 +212,43 @@ impl TokenVerifier {
             allow_pending_sessions: config.allow_pending_sessions,
             tenant_claim: config.tenant_claim,
             keys: KeyStore::new(config.keys)?,
+            verdicts: VerdictCache::new(config.verdict_cache_entries),
             clock,
         })
     }
 
+    /// Verifies `token`: from the verdict cache when it was verified before
+    /// (its `exp`, `nbf` and key checked again), in full otherwise.
     pub async fn verify(&self, token: &str) -> Result<VerifiedSession, TokenError> {
+        if !self.verdicts.enabled() {
+            return self.verify_in_full(token).await.map(|(session, _)| session);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(TokenError::Malformed("token too long"));
+        }
+        let digest = verdicts::digest(token);
+        let now = self.clock.now();
+        if let Some(verdict) = self
+            .verdicts
+            .get(&digest, now, self.skew, |k| self.keys.is_current(k))
+        {
+            return verdict;
+        }
+        let (session, key) = self.verify_in_full(token).await?;
+        self.verdicts.insert(digest, session.clone(), key, now);
+        Ok(session)
+    }
+
+    /// Hits and misses of the verdict cache.
+    pub fn verdict_stats(&self) -> VerdictStats {
+        self.verdicts.stats()
+    }
+
+    /// Every check, and the key that verified the signature.
+    async fn verify_in_full(
+        &self,
+        token: &str,
+    ) -> Result<(VerifiedSession, Arc<PublicKey>), TokenError> {
         let jwt = CompactJwt::parse(token)?;
 
         match jwt.header.get("typ") {
@@ -251,7 +290,7 @@ impl TokenVerifier {
             return Err(TokenError::Signature);
         }
 
-        self.check_claims(&jwt.payload)
+        Ok((self.check_claims(&jwt.payload)?, key))
     }
 
     fn check_claims(&self, claims: &Map<String, Value>) -> Result<VerifiedSession, TokenError> {
@@ -260,7 +299,8 @@ impl TokenVerifier {
         if now >= expires_at.saturating_add(self.skew) {
             return Err(TokenError::Expired);
         }
-        if let Some(nbf) = numeric_date(claims, "nbf")? {
+        let not_before = numeric_date(claims, "nbf")?;
+        if let Some(nbf) = not_before {
             if now < nbf.saturating_sub(self.skew) {
                 return Err(TokenError::NotYetValid);
             }
@@ -306,6 +346,7 @@ impl TokenVerifier {
             org,
             tenant_claim,
             issued_at,
+            not_before,
             expires_at,
             authorized_party,
         })

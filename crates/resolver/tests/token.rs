@@ -28,6 +28,7 @@ fn config(keys: KeySource) -> VerifierConfig {
         clock_skew: Duration::from_secs(5),
         allow_pending_sessions: false,
         tenant_claim: Some(TENANT_CLAIM.into()),
+        verdict_cache_entries: tenant_plane_resolver::verdicts::DEFAULT_MAX_ENTRIES,
     }
 }
 
@@ -419,6 +420,7 @@ async fn v1_session_is_read() {
             org: Some(org.clone()),
             tenant_claim: None,
             issued_at: NOW - 10,
+            not_before: Some(NOW - 20),
             expires_at: NOW + 60,
             authorized_party: Some(AZP.into()),
         }
@@ -678,6 +680,7 @@ async fn clerks_vectors() {
             org: None,
             tenant_claim: None,
             issued_at: 1_666_648_250,
+            not_before: Some(1_666_648_240),
             expires_at: 1_666_648_310,
             authorized_party: Some(clerk::AZP.into()),
         }
@@ -691,6 +694,72 @@ async fn clerks_vectors() {
         Err(TokenError::Signature)
     );
     assert_eq!(server.jwks_requests(), 1);
+}
+
+// ---- Remembered verdicts ----
+
+/// The token with one character of its signature changed (in the middle,
+/// where every base64url character carries six bits of the signature).
+fn tamper_signature(token: &str) -> String {
+    let at = token.rfind('.').unwrap() + 20;
+    let mut bytes = token.as_bytes().to_vec();
+    bytes[at] = if bytes[at] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn a_remembered_token_is_refused_from_exp_and_before_nbf_by_the_clock_of_each_use() {
+    let clock = Arc::new(FixedClock::new(NOW));
+    let verifier = TokenVerifier::new(config(pem("rsa-a")), clock.clone()).unwrap();
+    let token = rs256(&v2_claims());
+    verifier.verify(&token).await.unwrap();
+    verifier.verify(&token).await.unwrap();
+    let stats = verifier.verdict_stats();
+    assert_eq!((stats.misses, stats.hits, stats.entries), (1, 1, 1));
+
+    // Back before nbf (minus the 5 s of skew): refused, though remembered.
+    let nbf = v2_claims()["nbf"].as_i64().unwrap();
+    clock.set(nbf - 6);
+    assert_eq!(verifier.verify(&token).await, Err(TokenError::NotYetValid));
+    clock.set(NOW);
+    verifier.verify(&token).await.unwrap();
+
+    // At exp (plus skew) it is refused, and forgotten.
+    let exp = v2_claims()["exp"].as_i64().unwrap();
+    clock.set(exp + 5);
+    assert_eq!(verifier.verify(&token).await, Err(TokenError::Expired));
+    assert_eq!(verifier.verdict_stats().entries, 0);
+}
+
+#[tokio::test]
+async fn with_no_room_for_verdicts_every_token_is_verified_in_full() {
+    let config = VerifierConfig {
+        verdict_cache_entries: 0,
+        ..config(pem("rsa-a"))
+    };
+    let verifier = verifier(config);
+    let token = rs256(&v2_claims());
+    for _ in 0..3 {
+        verifier.verify(&token).await.unwrap();
+    }
+    assert_eq!(verifier.verdict_stats().hits, 0);
+    // A tampered copy is still refused: nothing is taken on trust.
+    assert_eq!(
+        verifier.verify(&tamper_signature(&token)).await,
+        Err(TokenError::Signature)
+    );
+}
+
+#[tokio::test]
+async fn a_tampered_copy_of_a_remembered_token_is_verified_and_refused() {
+    let verifier = verifier(config(pem("rsa-a")));
+    let token = rs256(&v2_claims());
+    verifier.verify(&token).await.unwrap();
+    assert_eq!(
+        verifier.verify(&tamper_signature(&token)).await,
+        Err(TokenError::Signature)
+    );
+    assert_eq!(verifier.verdict_stats().entries, 1, "nor is it remembered");
 }
 
 // ---- JWKS: caching, rotation, rate limit, failures ----
@@ -735,7 +804,13 @@ async fn rotated_key_verifies_without_restarting() {
     verifier.verify(&token_a).await.unwrap();
     assert_eq!(server.jwks_requests(), 3);
 
-    // The old key withdrawn: once the JWKS is refetched, it no longer verifies.
+    // token_a's verdict is remembered...
+    let hits = verifier.verdict_stats().hits;
+    verifier.verify(&token_a).await.unwrap();
+    assert_eq!(verifier.verdict_stats().hits, hits + 1);
+
+    // ... until its key is withdrawn: once the JWKS is refetched, it no
+    // longer verifies, remembered or not.
     server.serve_jwks(jwk_set(&[&jwk("rsa-b")]));
     let unknown = mint(Algorithm::RS256, Some("ins_other"), "rsa-a", &v2_claims());
     assert_eq!(verifier.verify(&unknown).await, Err(TokenError::UnknownKey));

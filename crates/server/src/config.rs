@@ -178,6 +178,7 @@ pub struct ResolverSettings {
     pub cache_ttl: Duration,
     /// Most tenants the resolver caches at once.
     pub cache_max_entries: usize,
+    pub token_cache_max_entries: usize,
     pub pool_per_tenant: usize,
     pub pool_budget: usize,
     #[serde(with = "humantime_serde")]

@@ -185,6 +185,7 @@ pub fn build_resolver(settings: &Settings, control: Pool) -> anyhow::Result<Opti
             clock_skew: settings.resolver.clock_skew,
             allow_pending_sessions: false,
             tenant_claim: settings.resolver.tenant_claim.clone(),
+            verdict_cache_entries: settings.resolver.token_cache_max_entries,
         },
         pools: PoolLimits {
             per_tenant: settings.resolver.pool_per_tenant,

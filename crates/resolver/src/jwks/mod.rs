@@ -206,6 +206,18 @@ impl KeyStore {
         Ok(Self { inner })
     }
 
+    /// Whether `key` is still the one held for its `kid`: false once the
+    /// JWKS no longer lists it, or a fetch replaced it.
+    pub fn is_current(&self, key: &Arc<PublicKey>) -> bool {
+        match &self.inner {
+            Inner::Pem(pem) => Arc::ptr_eq(pem, key),
+            Inner::Jwks(jwks) => key
+                .kid()
+                .and_then(|kid| jwks.read().keys.get(kid).cloned())
+                .is_some_and(|held| Arc::ptr_eq(&held, key)),
+        }
+    }
+
     /// The key for a token's `kid`. With a PEM, its one key whatever the kid.
     pub async fn key(&self, kid: Option<&str>) -> Result<Arc<PublicKey>, KeyError> {
         match &self.inner {
@@ -480,6 +492,14 @@ fn parse_jwks(body: &[u8]) -> Result<HashMap<String, Arc<PublicKey>>, String> {
         });
     }
     Ok(keys)
+}
+
+#[cfg(test)]
+impl PublicKey {
+    /// The test fixture key `rsa-a`.
+    pub(crate) fn test_key() -> Self {
+        parse_pem(include_str!("../../../testkit/fixtures/rsa-a.pub.pem")).expect("fixture key")
+    }
 }
 
 fn parse_pem(pem: &str) -> Result<PublicKey, KeyConfigError> {

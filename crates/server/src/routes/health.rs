@@ -61,6 +61,10 @@ pub async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
         let cache = resolver.cache_stats();
         metrics::gauge!("tenant_plane_resolver_cache_hits").set(cache.hits as f64);
         metrics::gauge!("tenant_plane_resolver_cache_misses").set(cache.misses as f64);
+        let tokens = resolver.token_cache_stats();
+        metrics::gauge!("tenant_plane_resolver_token_cache_hits").set(tokens.hits as f64);
+        metrics::gauge!("tenant_plane_resolver_token_cache_misses").set(tokens.misses as f64);
+        metrics::gauge!("tenant_plane_resolver_token_cache_entries").set(tokens.entries as f64);
         let pools = resolver.pool_stats();
         metrics::gauge!("tenant_plane_resolver_pools").set(pools.pools as f64);
         metrics::gauge!("tenant_plane_resolver_connections_open").set(pools.open as f64);

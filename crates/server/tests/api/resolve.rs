@@ -158,6 +158,40 @@ async fn a_token_resolves_to_its_own_tenant_database_as_its_role_until_deletion(
 }
 
 #[tokio::test]
+async fn a_token_verified_before_still_meets_a_suspension_at_once() {
+    let (app, issuer) = spawn_resolving_app(&[]).await;
+    let resolver = library_resolver(&app).await;
+    let a = app.create_org("A").await;
+    app.reconcile().await;
+    let token = sign(&v2_claims(&issuer, a.org_id.as_str()));
+    resolver.resolve(&token).await.expect("resolves");
+    let verified = resolver.token_cache_stats();
+    resolver.resolve(&token).await.expect("resolves again");
+    assert_eq!(
+        resolver.token_cache_stats().hits,
+        verified.hits + 1,
+        "the second resolve used the remembered verdict"
+    );
+
+    app.act(a.org_id.as_str(), Action::Suspend).await;
+    app.reconcile().await;
+    crate::helpers::wait_until(
+        "the suspension to reach the resolver",
+        std::time::Duration::from_secs(10),
+        || async {
+            matches!(resolver.resolve(&token).await, Err(e) if e.code() == "tenant_suspended")
+        },
+    )
+    .await;
+    assert!(
+        resolver.token_cache_stats().hits > verified.hits + 1,
+        "refused with the verdict still remembered"
+    );
+    let (status, code) = http_verdict(&app, &token).await;
+    assert_eq!((status, code.as_str()), (403, "tenant_suspended"));
+}
+
+#[tokio::test]
 async fn the_http_route_gives_the_library_verdict_for_every_token() {
     let (app, issuer) = spawn_resolving_app(&[]).await;
     let resolver = library_resolver(&app).await;
