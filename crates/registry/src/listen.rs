@@ -15,6 +15,10 @@ pub const WAKE_CHANNEL: &str = "tenant_plane_reconcile";
 /// A tenant's status or desired state changed; the payload is its id, so
 /// resolver caches can drop it.
 pub const CHANGED_CHANNEL: &str = "tenant_plane_tenant_changed";
+/// Payload: a tenant id whose row changed otherwise (name, slug, attempts,
+/// lease...): caches drop the row, connections may stay. Sent by the
+/// `tenant_registry_announce` trigger (V8).
+pub const TOUCHED_CHANNEL: &str = "tenant_plane_tenant_touched";
 
 /// What a listener hears.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

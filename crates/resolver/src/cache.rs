@@ -1,24 +1,28 @@
-//! Organization -> tenant look-ups, cached. Entries are dropped when the
-//! registry announces a change to their tenant (NOTIFY), and expire after a
-//! TTL as a backstop for missed notifications.
+//! Tenant look-ups (by organization, id or slug), cached. Entries are
+//! dropped when the registry announces a change to their tenant (NOTIFY: a
+//! trigger announces every change to `tenant_registry`, whoever makes it),
+//! and expire after a TTL as a backstop for missed notifications.
 //!
-//! One fetch per organization at a time: concurrent misses wait for the one
-//! in flight. Every invalidation bumps a generation, and a fetch that began
+//! One fetch per key at a time: concurrent misses wait for the one in
+//! flight. Every invalidation bumps a generation, and a fetch that began
 //! before it answers its callers but is not cached, so a read that raced a
 //! suspension's NOTIFY cannot put the tenant back as active. The cache
 //! holds at most `max_entries`; past that the oldest entry goes.
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use model::{ClerkOrgId, TenantId, TenantStatus};
 use registry::crypto::PasswordCipher;
+use registry::listen::{self, Signal, CHANGED_CHANNEL, TOUCHED_CHANNEL};
 use registry::tenants::{self, Tenant, TenantCredentials, TenantKey};
-use registry::tls::TlsSettings;
+use registry::tls::{ConnectOptions, TlsSettings};
 use serde::Serialize;
+use tokio::task::JoinHandle;
 
 /// What the resolver knows of a tenant: its registry row as it was read, and
 /// its connection credentials (active tenants only).
@@ -28,6 +32,10 @@ pub struct ResolvedTenant {
     pub record: Tenant,
     #[serde(skip)]
     pub(crate) credentials: Option<TenantCredentials>,
+    /// Why an active tenant has no credentials (its sealed password did not
+    /// open): look-ups still answer, resolves are refused.
+    #[serde(skip)]
+    pub(crate) credentials_error: Option<Arc<LookupError>>,
 }
 
 impl std::ops::Deref for ResolvedTenant {
@@ -53,6 +61,11 @@ impl ResolvedTenant {
     pub fn credentials(&self) -> Option<&TenantCredentials> {
         self.credentials.as_ref()
     }
+
+    /// Why an active tenant's credentials could not be read, if they could not.
+    pub fn credentials_error(&self) -> Option<&Arc<LookupError>> {
+        self.credentials_error.as_ref()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +82,42 @@ pub enum LookupError {
 struct Entry {
     tenant: Arc<ResolvedTenant>,
     fetched: Instant,
+}
+
+/// What a tenant is looked up by; each kind is cached on its own.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum LookupKey {
+    Org(ClerkOrgId),
+    Id(TenantId),
+    Slug(String),
+}
+
+impl LookupKey {
+    fn of(key: TenantKey<'_>) -> Self {
+        match key {
+            TenantKey::ClerkOrg(org) => LookupKey::Org(org.clone()),
+            TenantKey::Id(id) => LookupKey::Id(id),
+            TenantKey::Slug(slug) => LookupKey::Slug(slug.to_owned()),
+        }
+    }
+
+    fn as_key(&self) -> TenantKey<'_> {
+        match self {
+            LookupKey::Org(org) => TenantKey::ClerkOrg(org),
+            LookupKey::Id(id) => TenantKey::Id(*id),
+            LookupKey::Slug(slug) => TenantKey::Slug(slug),
+        }
+    }
+}
+
+/// How much of a tenant changed, as the registry announced it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// Status, desired state, placement or password: what a connection
+    /// depends on.
+    Hard,
+    /// Anything else (a rename, an attempt counted, a lease written).
+    Soft,
 }
 
 /// Hit and miss counts since start.
@@ -89,8 +138,8 @@ struct Load {
 
 #[derive(Default)]
 struct Inner {
-    entries: HashMap<ClerkOrgId, Entry>,
-    loads: HashMap<ClerkOrgId, Arc<Load>>,
+    entries: HashMap<LookupKey, Entry>,
+    loads: HashMap<LookupKey, Arc<Load>>,
     /// Bumped by every invalidation.
     generation: u64,
 }
@@ -105,7 +154,8 @@ pub struct TenantCache {
     ttl: Duration,
     max_entries: usize,
     inner: Mutex<Inner>,
-    stats: Mutex<CacheStats>,
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl TenantCache {
@@ -125,7 +175,8 @@ impl TenantCache {
             ttl,
             max_entries: max_entries.max(1),
             inner: Mutex::new(Inner::default()),
-            stats: Mutex::new(CacheStats::default()),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -135,14 +186,24 @@ impl TenantCache {
 
     /// The tenant of an organization, or None if the registry has none.
     pub async fn get(&self, org: &ClerkOrgId) -> Result<Option<Arc<ResolvedTenant>>, LookupError> {
-        self.get_or_fetch(org, || self.fetch(org)).await
+        self.get_by(TenantKey::ClerkOrg(org)).await
+    }
+
+    /// The tenant by organization, id or slug, or None if the registry has
+    /// none.
+    pub async fn get_by(
+        &self,
+        key: TenantKey<'_>,
+    ) -> Result<Option<Arc<ResolvedTenant>>, LookupError> {
+        let key = LookupKey::of(key);
+        self.get_or_fetch(&key, || self.fetch(key.as_key())).await
     }
 
     /// The cached tenant, or the result of the one fetch in flight for
-    /// `org` (starting `fetch` if none is).
+    /// `key` (starting `fetch` if none is).
     async fn get_or_fetch<F, Fut>(
         &self,
-        org: &ClerkOrgId,
+        org: &LookupKey,
         fetch: F,
     ) -> Result<Option<Arc<ResolvedTenant>>, LookupError>
     where
@@ -158,7 +219,7 @@ impl TenantCache {
             {
                 let hit = e.tenant.clone();
                 drop(inner);
-                self.stats.lock().expect("stats lock").hits += 1;
+                self.hits.fetch_add(1, Ordering::Relaxed);
                 return Ok(Some(hit));
             }
             let generation = inner.generation;
@@ -178,7 +239,7 @@ impl TenantCache {
             .result
             .get_or_init(|| async {
                 ran = true;
-                self.stats.lock().expect("stats lock").misses += 1;
+                self.misses.fetch_add(1, Ordering::Relaxed);
                 fetch().await.map_err(Arc::new)
             })
             .await
@@ -216,23 +277,27 @@ impl TenantCache {
     }
 
     /// Reads the tenant (and, when active, its credentials) from the registry.
-    async fn fetch(&self, org: &ClerkOrgId) -> Result<Option<Arc<ResolvedTenant>>, LookupError> {
+    async fn fetch(&self, key: TenantKey<'_>) -> Result<Option<Arc<ResolvedTenant>>, LookupError> {
         let client = self
             .control
             .get()
             .await
             .map_err(registry::RegistryError::from)?;
-        let Some(t) = tenants::get(&client, TenantKey::ClerkOrg(org)).await? else {
+        let Some(t) = tenants::get(&client, key).await? else {
             return Ok(None);
         };
-        let credentials = if t.status == TenantStatus::Active {
-            Some(tenants::credentials(&self.cipher, &t, &self.tls_defaults)?)
+        let (credentials, credentials_error) = if t.status == TenantStatus::Active {
+            match tenants::credentials(&self.cipher, &t, &self.tls_defaults) {
+                Ok(c) => (Some(c), None),
+                Err(e) => (None, Some(Arc::new(LookupError::from(e)))),
+            }
         } else {
-            None
+            (None, None)
         };
         Ok(Some(Arc::new(ResolvedTenant {
             record: t,
             credentials,
+            credentials_error,
         })))
     }
 
@@ -251,7 +316,52 @@ impl TenantCache {
     }
 
     pub fn stats(&self) -> CacheStats {
-        *self.stats.lock().expect("stats lock")
+        CacheStats {
+            hits: self.hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Follows the registry's announcements on the control database until
+    /// the returned task is aborted: each changed tenant is forgotten, and
+    /// `on_change` is told of it (with whether its status, desired state,
+    /// placement or password changed); (re)subscribing forgets everything,
+    /// since announcements may have been missed meanwhile.
+    pub fn listen_for_changes(
+        self: &Arc<Self>,
+        control: ConnectOptions,
+        on_change: impl Fn(TenantId, Change) + Send + Sync + 'static,
+    ) -> JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move {
+            // Never told to stop: the task ends when it is aborted.
+            let (_keep, shutdown) = tokio::sync::watch::channel(false);
+            let on_signal = |signal: Signal<'_>| match signal {
+                Signal::Listening => this.clear(),
+                Signal::Notification { channel, payload } => match payload.parse::<uuid::Uuid>() {
+                    Ok(id) => {
+                        let id = TenantId::from(id);
+                        this.invalidate(id);
+                        on_change(
+                            id,
+                            if channel == CHANGED_CHANNEL {
+                                Change::Hard
+                            } else {
+                                Change::Soft
+                            },
+                        );
+                    }
+                    Err(_) => this.clear(),
+                },
+            };
+            listen::listen(
+                control,
+                &[CHANGED_CHANNEL, TOUCHED_CHANNEL],
+                on_signal,
+                shutdown,
+            )
+            .await;
+        })
     }
 
     /// How many tenants are cached.
@@ -320,6 +430,7 @@ mod tests {
                 db_password_enc: None,
             },
             credentials: None,
+            credentials_error: None,
         })
     }
 
@@ -335,7 +446,7 @@ mod tests {
                     (cache.clone(), fetches.clone(), gate.clone(), o.clone());
                 tokio::spawn(async move {
                     cache
-                        .get_or_fetch(&o, || async {
+                        .get_or_fetch(&LookupKey::Org(o.clone()), || async {
                             fetches.fetch_add(1, Ordering::SeqCst);
                             gate.notified().await;
                             Ok(Some(tenant(&o)))
@@ -368,7 +479,8 @@ mod tests {
         let (started_tx, started) = tokio::sync::oneshot::channel();
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let stale = tenant(&o);
-        let fetch = cache.get_or_fetch(&o, || async {
+        let key = LookupKey::Org(o.clone());
+        let fetch = cache.get_or_fetch(&key, || async {
             let _ = started_tx.send(());
             let _ = released.await;
             Ok(Some(stale.clone()))
@@ -384,7 +496,7 @@ mod tests {
         assert!(cache.is_empty(), "but it is not cached");
         let refetched = AtomicUsize::new(0);
         cache
-            .get_or_fetch(&o, || async {
+            .get_or_fetch(&LookupKey::Org(o.clone()), || async {
                 refetched.fetch_add(1, Ordering::SeqCst);
                 Ok(Some(tenant(&o)))
             })
@@ -403,7 +515,9 @@ mod tests {
         for n in 0..5 {
             let o = org(n);
             cache
-                .get_or_fetch(&o, || async { Ok(Some(tenant(&o))) })
+                .get_or_fetch(&LookupKey::Org(o.clone()), || async {
+                    Ok(Some(tenant(&o)))
+                })
                 .await
                 .unwrap();
         }
@@ -412,7 +526,7 @@ mod tests {
         for n in [4, 3, 2, 0] {
             let o = org(n);
             cache
-                .get_or_fetch(&o, || async {
+                .get_or_fetch(&LookupKey::Org(o.clone()), || async {
                     fetched_again.fetch_add(1, Ordering::SeqCst);
                     Ok(Some(tenant(&o)))
                 })
@@ -428,7 +542,7 @@ mod tests {
         let cache = cache(10);
         let o = org(1);
         let err = cache
-            .get_or_fetch(&o, || async {
+            .get_or_fetch(&LookupKey::Org(o.clone()), || async {
                 Err(LookupError::Credentials(
                     tenants::CredentialsError::NotPlaced(TenantId::new()).into(),
                 ))
@@ -437,7 +551,9 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, LookupError::Shared(_)), "{err:?}");
         let got = cache
-            .get_or_fetch(&o, || async { Ok(Some(tenant(&o))) })
+            .get_or_fetch(&LookupKey::Org(o.clone()), || async {
+                Ok(Some(tenant(&o)))
+            })
             .await
             .unwrap();
         assert!(got.is_some(), "the failure was not cached");

@@ -8,11 +8,10 @@ use deadpool_postgres::Pool;
 use http::StatusCode;
 use model::{TenantId, TenantStatus};
 use registry::crypto::PasswordCipher;
-use registry::listen::{self, Signal, CHANGED_CHANNEL};
 use registry::tls::{ConnectOptions, TlsSettings};
 use tokio::task::JoinHandle;
 
-use crate::cache::{CacheStats, LookupError, ResolvedTenant, TenantCache};
+use crate::cache::{CacheStats, Change, LookupError, ResolvedTenant, TenantCache};
 use crate::clock::Clock;
 use crate::pools::{PoolError, PoolLimits, PoolManager, PoolStats, PooledConn};
 use crate::token::{TokenConfigError, TokenError, TokenVerifier, VerifiedSession, VerifierConfig};
@@ -144,7 +143,7 @@ impl TenantPool {
 
 pub struct Resolver {
     verifier: TokenVerifier,
-    cache: TenantCache,
+    cache: Arc<TenantCache>,
     pools: PoolManager,
 }
 
@@ -163,17 +162,34 @@ impl Resolver {
         cipher: PasswordCipher,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ResolverSetupError> {
+        let cache = Arc::new(TenantCache::new(
+            control,
+            cipher,
+            config.tls.clone(),
+            config.cache_ttl,
+            config.cache_max_entries,
+        ));
+        Self::with_cache(config, cache, clock)
+    }
+
+    /// As [`Resolver::new`], sharing a tenant cache with others (the
+    /// internal API's look-ups use the same one). `config`'s cache and TLS
+    /// settings are the cache's own business then.
+    pub fn with_cache(
+        config: ResolverConfig,
+        cache: Arc<TenantCache>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ResolverSetupError> {
         Ok(Self {
             verifier: TokenVerifier::new(config.token, clock)?,
-            cache: TenantCache::new(
-                control,
-                cipher,
-                config.tls,
-                config.cache_ttl,
-                config.cache_max_entries,
-            ),
+            cache,
             pools: PoolManager::new(config.pools),
         })
+    }
+
+    /// The tenant cache this resolver reads through.
+    pub fn tenant_cache(&self) -> &Arc<TenantCache> {
+        &self.cache
     }
 
     /// Verifies `token` and finds its active tenant. No connection is opened
@@ -198,7 +214,11 @@ impl Resolver {
             }
         }
         match tenant.status {
-            TenantStatus::Active => {}
+            TenantStatus::Active => {
+                if let Some(e) = tenant.credentials_error() {
+                    return Err(ResolveError::Lookup(LookupError::Shared(e.clone())));
+                }
+            }
             TenantStatus::Suspended | TenantStatus::Suspending => {
                 return Err(ResolveError::Suspended)
             }
@@ -243,35 +263,37 @@ impl Resolver {
     }
 
     /// Listens for tenant changes on the control database and invalidates
-    /// at once; (re)subscribing clears the cache, since notifications may
-    /// have been missed meanwhile. Also sweeps idle pools. Runs until the
-    /// returned task is aborted.
+    /// at once: a changed tenant is forgotten, and its pool closed when what
+    /// a connection depends on changed; (re)subscribing clears the cache,
+    /// since notifications may have been missed meanwhile. Also sweeps idle
+    /// pools. Runs until the returned task is aborted.
     pub fn listen_for_changes(self: &Arc<Self>, control: ConnectOptions) -> JoinHandle<()> {
-        let this = Arc::clone(self);
-        tokio::spawn(async move {
-            // Never told to stop: the task ends when it is aborted.
-            let (_keep, shutdown) = tokio::sync::watch::channel(false);
-            let sweeper = {
-                let this = this.clone();
-                async move {
-                    let mut sweep = tokio::time::interval(Duration::from_secs(30));
-                    loop {
-                        sweep.tick().await;
-                        this.pools.sweep();
-                    }
+        let pools = self.pools.clone();
+        let listener = self
+            .cache
+            .listen_for_changes(control, move |tenant, change| {
+                if change == Change::Hard {
+                    pools.close(tenant);
                 }
-            };
-            let on_signal = |signal: Signal<'_>| match signal {
-                Signal::Listening => this.cache.clear(),
-                Signal::Notification { payload, .. } => match payload.parse::<uuid::Uuid>() {
-                    Ok(id) => this.invalidate(TenantId::from(id)),
-                    Err(_) => this.cache.clear(),
-                },
-            };
-            tokio::join!(
-                listen::listen(control, &[CHANGED_CHANNEL], on_signal, shutdown),
-                sweeper
-            );
+            });
+        let pools = self.pools.clone();
+        tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(Duration::from_secs(30));
+            // Ends (and takes the listener with it) when aborted.
+            let _listener = AbortOnDrop(listener);
+            loop {
+                sweep.tick().await;
+                pools.sweep();
+            }
         })
+    }
+}
+
+/// Aborts a task when dropped, so that aborting one task ends its helper.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

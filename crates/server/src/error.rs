@@ -55,6 +55,18 @@ impl From<RegistryError> for ApiError {
     }
 }
 
+/// A tenant look-up through the cache: the registry's errors as usual;
+/// anything else (a fetch shared with another request that failed) is the
+/// resolver's 503.
+impl From<resolver::cache::LookupError> for ApiError {
+    fn from(e: resolver::cache::LookupError) -> Self {
+        match e {
+            resolver::cache::LookupError::Registry(e) => e.into(),
+            other => ApiError::Resolve(resolver::ResolveError::Lookup(other)),
+        }
+    }
+}
+
 impl From<registry::tenants::ActionError> for ApiError {
     fn from(e: registry::tenants::ActionError) -> Self {
         use registry::tenants::ActionError;

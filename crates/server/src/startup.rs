@@ -12,6 +12,7 @@ use actix_web::{web, App, HttpMessage, HttpServer};
 use anyhow::Context;
 use deadpool_postgres::Pool;
 use provisioner::reconciler::Reconciler;
+use resolver::cache::TenantCache;
 use resolver::clock::SystemClock;
 use resolver::jwks::KeySource;
 use resolver::pools::PoolLimits;
@@ -38,6 +39,9 @@ pub struct AppState {
     /// `/readyz` and `/metrics`: a pool of their own, so probes answer
     /// whatever else is busy.
     pub readiness: Pool,
+    /// Tenants by organization, id and slug, dropped on the registry's
+    /// NOTIFY: the look-ups' and the resolver's.
+    pub tenants: Arc<TenantCache>,
     /// Present when `clerk.issuer` is configured.
     pub resolver: Option<Arc<Resolver>>,
     /// Present when `clerk.secret_key` is configured.
@@ -71,9 +75,12 @@ impl Application {
             .then(|| spawn_worker(settings, reconciler.clone()))
             .transpose()?;
 
-        let resolver = build_resolver(settings, pools.api.clone())?;
-        if let Some(resolver) = &resolver {
-            resolver.listen_for_changes(registry::pool::parse_url(settings.database_url()?)?);
+        let tenants = tenant_cache(settings, pools.api.clone())?;
+        let resolver = build_resolver_with(settings, tenants.clone())?;
+        let control = registry::pool::parse_url(settings.database_url()?)?;
+        match &resolver {
+            Some(resolver) => drop(resolver.listen_for_changes(control)),
+            None => drop(tenants.listen_for_changes(control, |_, _| {})),
         }
         let clerk = match settings.clerk.secret_key {
             Some(_) => Some(Arc::new(settings.clerk_client()?)),
@@ -97,6 +104,7 @@ impl Application {
             service_tokens: settings.internal.tokens.clone(),
             api: pools.api,
             readiness: pools.readiness,
+            tenants,
             resolver,
             clerk,
             expose_passwords: settings.internal.expose_passwords,
@@ -163,8 +171,28 @@ pub fn spawn_worker(
     Ok((stop, handle))
 }
 
-/// The resolver, when `clerk.issuer` is configured.
+/// The resolver, when `clerk.issuer` is configured, with a tenant cache of
+/// its own.
 pub fn build_resolver(settings: &Settings, control: Pool) -> anyhow::Result<Option<Arc<Resolver>>> {
+    build_resolver_with(settings, tenant_cache(settings, control)?)
+}
+
+/// The tenant cache of the internal API's look-ups and the resolver.
+pub fn tenant_cache(settings: &Settings, control: Pool) -> anyhow::Result<Arc<TenantCache>> {
+    Ok(Arc::new(TenantCache::new(
+        control,
+        settings.cipher()?,
+        registry::pool::parse_url(settings.database_url()?)?.tls,
+        settings.resolver.cache_ttl,
+        settings.resolver.cache_max_entries,
+    )))
+}
+
+/// The resolver over `cache`, when `clerk.issuer` is configured.
+pub fn build_resolver_with(
+    settings: &Settings,
+    cache: Arc<TenantCache>,
+) -> anyhow::Result<Option<Arc<Resolver>>> {
     let Some(issuer) = settings.clerk.issuer.clone() else {
         return Ok(None);
     };
@@ -197,7 +225,7 @@ pub fn build_resolver(settings: &Settings, control: Pool) -> anyhow::Result<Opti
         cache_max_entries: settings.resolver.cache_max_entries,
         tls: registry::pool::parse_url(settings.database_url()?)?.tls,
     };
-    let resolver = Resolver::new(config, control, settings.cipher()?, Arc::new(SystemClock))
+    let resolver = Resolver::with_cache(config, cache, Arc::new(SystemClock))
         .context("clerk.jwt_public_key")?;
     Ok(Some(Arc::new(resolver)))
 }

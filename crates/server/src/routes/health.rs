@@ -57,10 +57,11 @@ pub async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
             }
         }
     }
+    // The tenant cache serves look-ups and the resolver alike.
+    let cache = state.tenants.stats();
+    metrics::gauge!("tenant_plane_resolver_cache_hits").set(cache.hits as f64);
+    metrics::gauge!("tenant_plane_resolver_cache_misses").set(cache.misses as f64);
     if let Some(resolver) = &state.resolver {
-        let cache = resolver.cache_stats();
-        metrics::gauge!("tenant_plane_resolver_cache_hits").set(cache.hits as f64);
-        metrics::gauge!("tenant_plane_resolver_cache_misses").set(cache.misses as f64);
         let tokens = resolver.token_cache_stats();
         metrics::gauge!("tenant_plane_resolver_token_cache_hits").set(tokens.hits as f64);
         metrics::gauge!("tenant_plane_resolver_token_cache_misses").set(tokens.misses as f64);

@@ -37,13 +37,11 @@ pub fn view(t: &Tenant) -> TenantView {
     }
 }
 
+/// A tenant from the NOTIFY-invalidated cache (a query on a miss).
 async fn find(state: &AppState, key: TenantKey<'_>) -> Result<TenantView, ApiError> {
-    let client = state
-        .api
-        .get()
-        .await
-        .map_err(registry::RegistryError::from)?;
-    let t = tenants::get(&client, key)
+    let t = state
+        .tenants
+        .get_by(key)
         .await?
         .ok_or(ApiError::NotFound("no such tenant"))?;
     let span = tracing::Span::current();

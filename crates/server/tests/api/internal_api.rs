@@ -280,3 +280,115 @@ async fn the_openapi_document_lists_every_route_and_metrics_are_exposed() {
         "{metrics}"
     );
 }
+
+/// The count of a `/metrics` gauge.
+fn gauge(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+#[tokio::test]
+async fn look_ups_come_from_the_cache_and_follow_every_change_of_the_row_at_once() {
+    let app = spawn_app_configured(|env| env.with_internal_tokens(&[SERVICE_TOKEN])).await;
+    let ids = app.create_org("Cached").await;
+    let org = ids.org_id.as_str();
+    app.reconcile().await;
+    let id = app.registry_tenant(org).await.id.to_string();
+    let by_org = format!("/internal/v1/tenants/by-org/{org}");
+    let by_id = format!("/internal/v1/tenants/{id}");
+
+    let (_, first) = call(&app, "GET", &by_org, Some(SERVICE_TOKEN)).await;
+    let misses = gauge(&app.metrics().await, "tenant_plane_resolver_cache_misses");
+    for _ in 0..5 {
+        let (status, again) = call(&app, "GET", &by_org, Some(SERVICE_TOKEN)).await;
+        assert_eq!((status, &again), (200, &first));
+    }
+    let metrics = app.metrics().await;
+    assert_eq!(
+        gauge(&metrics, "tenant_plane_resolver_cache_misses"),
+        misses,
+        "answered from the cache"
+    );
+    assert!(gauge(&metrics, "tenant_plane_resolver_cache_hits") >= 5.0);
+    call(&app, "GET", &by_id, Some(SERVICE_TOKEN)).await;
+
+    // An operator edits the row with psql: the trigger's NOTIFY drops it.
+    app.client
+        .execute(
+            "UPDATE tenant_registry SET name = 'Renamed by psql', slug = 'psql-slug'
+              WHERE clerk_org_id = $1",
+            &[&org],
+        )
+        .await
+        .unwrap();
+    for path in [&by_org, &by_id] {
+        crate::helpers::wait_until(
+            "the look-up to follow",
+            std::time::Duration::from_secs(5),
+            || async {
+                call(&app, "GET", path, Some(SERVICE_TOKEN)).await.1["name"] == "Renamed by psql"
+            },
+        )
+        .await;
+    }
+    let (status, by_slug) = call(
+        &app,
+        "GET",
+        "/internal/v1/tenants/by-slug/psql-slug",
+        Some(SERVICE_TOKEN),
+    )
+    .await;
+    assert_eq!((status, by_slug["id"].as_str()), (200, Some(id.as_str())));
+
+    // A status change through the API is seen by the next look-up.
+    let (status, _) = call(
+        &app,
+        "POST",
+        &format!("{by_id}/suspend"),
+        Some(SERVICE_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+    crate::helpers::wait_until(
+        "the desired state to show",
+        std::time::Duration::from_secs(5),
+        || async {
+            call(&app, "GET", &by_org, Some(SERVICE_TOKEN)).await.1["desired_state"] == "suspended"
+        },
+    )
+    .await;
+
+    // A slug changed again: the cached answer for the old one goes.
+    app.client
+        .execute(
+            "UPDATE tenant_registry SET slug = 'psql-slug-2' WHERE clerk_org_id = $1",
+            &[&org],
+        )
+        .await
+        .unwrap();
+    crate::helpers::wait_until(
+        "the old slug to name nothing",
+        std::time::Duration::from_secs(5),
+        || async {
+            call(
+                &app,
+                "GET",
+                "/internal/v1/tenants/by-slug/psql-slug",
+                Some(SERVICE_TOKEN),
+            )
+            .await
+            .0 == 404
+        },
+    )
+    .await;
+    let (status, _) = call(
+        &app,
+        "GET",
+        "/internal/v1/tenants/by-slug/psql-slug-2",
+        Some(SERVICE_TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200);
+}
