@@ -1,32 +1,29 @@
-//! The internal by-org look-up under load, beside a constant-answer baseline
-//! from the same run.
+//! The internal API's hot routes under load, beside `GET /healthz` of the
+//! same server in the same run.
 //!
 //! ```sh
 //! export TENANT_PLANE_TEST_DATABASE_URL=$(scripts/dev-db | tail -1)
 //! cargo bench -p tenant-plane --bench internal_lookup -- [--requests N] [--concurrency C,...]
 //! ```
 //!
-//! Two servers run in this process, each on its own port 0:
+//! The application runs as `serve` builds it (provisioning worker off after
+//! setup), on a fresh migrated database with [`TENANTS`] organizations
+//! provisioned for real, its resolver trusting testkit's `rsa-a` key. The
+//! variants, each against the same server:
 //!
-//! - `lookup`: the application as `serve` builds it (provisioning worker off,
-//!   default `database.max_connections`), on a fresh migrated database with
-//!   [`TENANTS`] organizations in the directory. Each request is
-//!   `GET /internal/v1/tenants/by-org/{org}` with a bearer service token, the
-//!   orgs taken round-robin: it pays for routing, the service-token check, a
-//!   control-database connection checkout, the `tenant_registry` query and
-//!   the JSON answer.
-//! - `baseline`: a bare actix-web `HttpServer` with as many workers as the
-//!   application's (actix's default, one per CPU) whose single route,
-//!   `GET /internal/v1/tenants/by-org/{org}`, returns a constant JSON body:
-//!   the application's own answer for the first tenant, fetched beforehand,
-//!   so both send the same bytes. What `lookup` costs beyond it is the
-//!   price of the route itself.
+//! - `healthz`: `GET /healthz`, the baseline: routing, the service's
+//!   middleware and a small JSON answer, nothing else;
+//! - `by_id`, `by_org`, `by_slug`: `GET /internal/v1/tenants/{id}`,
+//!   `/by-org/{org}`, `/by-slug/{slug}` with a bearer service token, the
+//!   tenants taken round-robin;
+//! - `resolve`: `POST /internal/v1/resolve` with one v2 session token per
+//!   tenant, round-robin.
 //!
 //! For each concurrency C, C tasks share one keep-alive reqwest client and
 //! each sends its next request as soon as the previous answer is read, N
 //! requests in all, after untimed warm-up requests that open every
-//! connection. The client runs in this process too, on the same CPUs as both
-//! servers and PostgreSQL.
+//! connection (and fill the caches). The client runs in this process too,
+//! on the same CPUs as the server and PostgreSQL.
 //!
 //! Speed is printed, never asserted. What is checked is that every timed
 //! request was answered 200 with a body (exit 1 otherwise). No log
@@ -47,15 +44,24 @@ use reqwest::StatusCode;
 use support::{app_settings, closed_loop, main_with_database, millis, percentile, positive, Tally};
 use tenant_plane::config::Settings;
 use tenant_plane::startup::Application;
-use testkit::{PrefixGuard, TestDatabase, TestSettings};
+use testkit::{jwt, PrefixGuard, TestDatabase, TestSettings};
 
 /// The bearer token of the internal API in this run.
 const SERVICE_TOKEN: &str = "bench-service-token-0123456789";
 
-/// Organizations registered in the directory (and looked up round-robin).
-const TENANTS: usize = 100;
+/// Organizations provisioned (and looked up round-robin).
+const TENANTS: usize = 20;
 
-/// Measures GET /internal/v1/tenants/by-org/{org} beside a constant answer.
+/// The variants, in the order they run at each concurrency.
+const VARIANTS: [Variant; 5] = [
+    Variant::Healthz,
+    Variant::ById,
+    Variant::ByOrg,
+    Variant::BySlug,
+    Variant::Resolve,
+];
+
+/// Measures the internal API's routes beside /healthz.
 #[derive(Debug, Parser)]
 #[command(
     name = "internal_lookup",
@@ -66,7 +72,7 @@ struct Args {
     #[arg(long, default_value_t = 20_000, value_parser = positive)]
     requests: usize,
     /// Concurrent senders, comma-separated: one pair of runs per value.
-    #[arg(long, value_delimiter = ',', default_value = "1,8,32", value_parser = positive)]
+    #[arg(long, value_delimiter = ',', default_value = "1,32", value_parser = positive)]
     concurrency: Vec<usize>,
     /// Passed by `cargo bench` to every bench binary; nothing to do with it.
     #[arg(long = "bench", hide = true)]
@@ -82,82 +88,69 @@ fn main() -> ExitCode {
 
 async fn run(args: &Args) -> anyhow::Result<()> {
     let db = TestDatabase::migrated().await;
-    // The application syncs the tenant template at start; under a test
-    // prefix it is dropped with the guard.
+    // Tenant databases are made under a test prefix, dropped with the guard.
     let prefix = PrefixGuard::new();
-    // The internal API open to SERVICE_TOKEN; the provisioning worker off.
     let settings = app_settings(
-        &TestSettings::new(&db.url(), &prefix.prefix).with_internal_tokens(&[SERVICE_TOKEN]),
+        &TestSettings::new(&db.url(), &prefix.prefix)
+            .with_internal_tokens(&[SERVICE_TOKEN])
+            .with_clerk_issuer(jwt::ISSUER)
+            .set("TENANT_PLANE__CLERK__JWT_PUBLIC_KEY", jwt::public_pem("rsa-a")),
     )?;
-    let orgs = register(&db, TENANTS).await?;
-
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
     let app = Application::build(&settings, listener).await?;
-    let app_base = format!("http://127.0.0.1:{}", app.port());
-    let app_server = tokio::spawn(app.run_until_stopped());
+    let base = format!("http://127.0.0.1:{}", app.port());
+    register(&db, TENANTS).await?;
+    app.reconciler().drain().await?;
+    let tenants = Arc::new(tenants(&db).await?);
+    if tenants.len() != TENANTS {
+        bail!("{} of {TENANTS} tenants became active", tenants.len());
+    }
+    let server = tokio::spawn(app.run_until_stopped());
 
     let client = reqwest::Client::new();
-    // The baseline answers what the application answers for the first org.
-    let body = client
-        .get(lookup_url(&app_base, &orgs[0]))
-        .bearer_auth(SERVICE_TOKEN)
-        .send()
-        .await?
-        .error_for_status()
-        .context("the application refused the first look-up")?
-        .bytes()
-        .await?;
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let (baseline_base, baseline_server) = spawn_baseline(body.clone(), workers)?;
-
-    print_context(&db, args, &settings, workers, body.len()).await?;
+    print_context(&db, args, &settings).await?;
     println!();
     println!(
         "{:<9}{:>3}{:>9}{:>10}{:>9}{:>9}",
         "variant", "C", "requests", "req/s", "p50(ms)", "p99(ms)"
     );
-    let orgs = Arc::new(orgs);
     for &concurrency in &args.concurrency {
-        let lookup = Target {
-            variant: "lookup",
-            client: client.clone(),
-            base: app_base.clone(),
-            orgs: orgs.clone(),
-        };
-        let lookup = measure(lookup, args.requests, concurrency).await?;
-        println!("{}", lookup.row());
-        let baseline = Target {
-            variant: "baseline",
-            client: client.clone(),
-            base: baseline_base.clone(),
-            orgs: orgs.clone(),
-        };
-        let baseline = measure(baseline, args.requests, concurrency).await?;
-        println!("{}", baseline.row());
-        println!("{}", ratio_line(&lookup, &baseline));
+        let mut runs = Vec::new();
+        for variant in VARIANTS {
+            let target = Target {
+                variant,
+                client: client.clone(),
+                base: base.clone(),
+                tenants: tenants.clone(),
+            };
+            let run = measure(target, args.requests, concurrency).await?;
+            println!("{}", run.row());
+            runs.push(run);
+        }
+        let healthz = &runs[0];
+        for run in &runs[1..] {
+            println!("{}", ratio_line(run, healthz));
+        }
     }
 
-    // Dropping the server futures stops their workers.
-    app_server.abort();
-    let _ = app_server.await;
-    baseline_server.abort();
-    let _ = baseline_server.await;
+    // Dropping the server future stops its workers.
+    server.abort();
+    let _ = server.await;
     Ok(())
 }
 
-/// Registers `n` organizations in the directory (pending tenants: a look-up
-/// reads the row whatever its status, so nothing is provisioned).
-async fn register(db: &TestDatabase, n: usize) -> anyhow::Result<Vec<String>> {
+/// Registers `n` organizations in the directory, each with a slug (the
+/// reconciler then provisions them).
+async fn register(db: &TestDatabase, n: usize) -> anyhow::Result<()> {
     let pool = registry::pool::build_pool(db.config(), &registry::pool::PoolOptions::default())?;
     let mut client = pool.get().await?;
     let tx = client.transaction().await?;
-    let mut orgs = Vec::with_capacity(n);
     for i in 0..n {
         let id = ClerkOrgId::parse(format!("org_{}", uuid::Uuid::new_v4().simple()))?;
         directory::upsert_organization(
             &tx,
             &Organization::new(
-                id.clone(),
+                id,
                 format!("Bench {i}"),
                 Some(format!("bench-{i}")),
                 chrono::Utc::now(),
@@ -165,52 +158,47 @@ async fn register(db: &TestDatabase, n: usize) -> anyhow::Result<Vec<String>> {
             "bench",
         )
         .await?;
-        orgs.push(id.as_str().to_owned());
     }
     tx.commit().await?;
-    Ok(orgs)
+    Ok(())
 }
 
-fn lookup_url(base: &str, org: &str) -> String {
-    format!("{base}/internal/v1/tenants/by-org/{org}")
+/// One active tenant, and what each variant sends for it.
+struct Tenant {
+    id: String,
+    org: String,
+    slug: String,
+    /// A v2 session token for its organization, valid for an hour.
+    token: String,
 }
 
-/// A bare actix-web server with one route answering `body`.
-fn spawn_baseline(
-    body: actix_web::web::Bytes,
-    workers: usize,
-) -> anyhow::Result<(String, tokio::task::JoinHandle<std::io::Result<()>>)> {
-    use actix_web::{web, App, HttpResponse, HttpServer};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    let port = listener.local_addr()?.port();
-    let server = HttpServer::new(move || {
-        let body = body.clone();
-        App::new().route(
-            "/internal/v1/tenants/by-org/{org}",
-            web::get().to(move || {
-                let body = body.clone();
-                async move {
-                    HttpResponse::Ok()
-                        .content_type("application/json")
-                        .body(body)
-                }
-            }),
+async fn tenants(db: &TestDatabase) -> anyhow::Result<Vec<Tenant>> {
+    let rows = db
+        .client()
+        .await
+        .query(
+            "SELECT id::text, clerk_org_id, slug FROM tenant_registry WHERE status = 'active'",
+            &[],
         )
-    })
-    .workers(workers)
-    .listen(listener)?
-    .run();
-    Ok((format!("http://127.0.0.1:{port}"), tokio::spawn(server)))
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let org: String = r.get(1);
+            let mut session = jwt::Session::new(jwt::ISSUER, &org, jwt::now());
+            session.expires_at = jwt::now() + 3600;
+            Tenant {
+                id: r.get(0),
+                token: jwt::sign(&session.v2()),
+                org,
+                slug: r.get(2),
+            }
+        })
+        .collect())
 }
 
 /// What the figures depend on besides the code.
-async fn print_context(
-    db: &TestDatabase,
-    args: &Args,
-    settings: &Settings,
-    workers: usize,
-    body_len: usize,
-) -> anyhow::Result<()> {
+async fn print_context(db: &TestDatabase, args: &Args, settings: &Settings) -> anyhow::Result<()> {
     let row = db
         .client()
         .await
@@ -218,36 +206,72 @@ async fn print_context(
         .await?;
     let (version, fsync): (String, String) = (row.get(0), row.get(1));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("internal look-up benchmark: GET /internal/v1/tenants/by-org/{{org}} against a constant answer");
-    println!("machine:    {cpus} CPUs; client, both servers and PostgreSQL all on this machine");
+    println!("internal API benchmark: look-ups and resolve against GET /healthz of the same server");
+    println!("machine:    {cpus} CPUs; client, server and PostgreSQL all on this machine");
     println!("PostgreSQL: {version}");
     println!("            fsync={fsync}");
     println!(
-        "servers:    {workers} actix workers each; the app has {} control-database connections",
-        settings.database.max_connections
+        "server:     {cpus} actix workers; {} API connections to the control database",
+        settings.database.api_connections
     );
     println!(
-        "requests:   {} timed per run (+ warm-up), {TENANTS} orgs round-robin, {body_len}-byte answers",
+        "requests:   {} timed per run (+ warm-up), {TENANTS} tenants round-robin",
         args.requests
     );
     Ok(())
 }
 
+#[derive(Debug, Clone, Copy)]
+enum Variant {
+    Healthz,
+    ById,
+    ByOrg,
+    BySlug,
+    Resolve,
+}
+
+impl Variant {
+    fn name(self) -> &'static str {
+        match self {
+            Variant::Healthz => "healthz",
+            Variant::ById => "by_id",
+            Variant::ByOrg => "by_org",
+            Variant::BySlug => "by_slug",
+            Variant::Resolve => "resolve",
+        }
+    }
+}
+
 /// Where a variant's requests go.
 struct Target {
-    variant: &'static str,
+    variant: Variant,
     client: reqwest::Client,
     base: String,
-    orgs: Arc<Vec<String>>,
+    tenants: Arc<Vec<Tenant>>,
 }
 
 impl Target {
-    /// One look-up, its answer read whole. `Err` says why it does not count.
+    /// One request, its answer read whole. `Err` says why it does not count.
     async fn get(&self, i: usize) -> Result<(), String> {
-        let org = &self.orgs[i % self.orgs.len()];
-        let response = self
-            .client
-            .get(lookup_url(&self.base, org))
+        let t = &self.tenants[i % self.tenants.len()];
+        let base = &self.base;
+        let request = match self.variant {
+            Variant::Healthz => self.client.get(format!("{base}/healthz")),
+            Variant::ById => self
+                .client
+                .get(format!("{base}/internal/v1/tenants/{}", t.id)),
+            Variant::ByOrg => self
+                .client
+                .get(format!("{base}/internal/v1/tenants/by-org/{}", t.org)),
+            Variant::BySlug => self
+                .client
+                .get(format!("{base}/internal/v1/tenants/by-slug/{}", t.slug)),
+            Variant::Resolve => self
+                .client
+                .post(format!("{base}/internal/v1/resolve"))
+                .json(&serde_json::json!({ "token": t.token })),
+        };
+        let response = request
             .bearer_auth(SERVICE_TOKEN)
             .send()
             .await
@@ -277,7 +301,7 @@ async fn measure(target: Target, requests: usize, concurrency: usize) -> anyhow:
     let started = Instant::now();
     let tally = drive(&target, requests, concurrency).await;
     let run = Run::new(
-        target.variant,
+        target.variant.name(),
         concurrency,
         requests,
         started.elapsed(),
@@ -352,12 +376,13 @@ impl Run {
     }
 }
 
-/// The route against the constant answer at one concurrency: throughput as
-/// a fraction, latencies as multiples.
+/// A route against /healthz at one concurrency: throughput as a fraction,
+/// latencies as multiples.
 fn ratio_line(lookup: &Run, baseline: &Run) -> String {
     format!(
-        "{:>12}lookup/baseline throughput = {:.2}, p50 {:.1}×, p99 {:.1}×",
+        "{:>12}{}/healthz throughput = {:.2}, p50 {:.1}×, p99 {:.1}×",
         "",
+        lookup.variant,
         lookup.per_sec / baseline.per_sec,
         millis(lookup.p50) / millis(baseline.p50),
         millis(lookup.p99) / millis(baseline.p99),
