@@ -74,6 +74,14 @@ struct Args {
     /// Concurrent senders, comma-separated: one pair of runs per value.
     #[arg(long, value_delimiter = ',', default_value = "1,32", value_parser = positive)]
     concurrency: Vec<usize>,
+    /// Who sends the requests: `reqwest` (in this process, a closed loop of
+    /// C tasks, N requests) or `wrk` (Debian's wrk as a child process, C
+    /// connections on 2 threads for --seconds, after 2 s of warm-up).
+    #[arg(long, default_value = "reqwest", value_parser = ["reqwest", "wrk"])]
+    driver: String,
+    /// With `--driver wrk`: seconds per run.
+    #[arg(long, default_value_t = 10, value_parser = positive)]
+    seconds: usize,
     /// Passed by `cargo bench` to every bench binary; nothing to do with it.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -123,7 +131,11 @@ async fn run(args: &Args) -> anyhow::Result<()> {
                 base: base.clone(),
                 tenants: tenants.clone(),
             };
-            let run = measure(target, args.requests, concurrency).await?;
+            let run = if args.driver == "wrk" {
+                wrk(&target, args.seconds, concurrency).await?
+            } else {
+                measure(target, args.requests, concurrency).await?
+            };
             println!("{}", run.row());
             runs.push(run);
         }
@@ -254,23 +266,17 @@ impl Target {
     /// One request, its answer read whole. `Err` says why it does not count.
     async fn get(&self, i: usize) -> Result<(), String> {
         let t = &self.tenants[i % self.tenants.len()];
-        let base = &self.base;
-        let request = match self.variant {
-            Variant::Healthz => self.client.get(format!("{base}/healthz")),
-            Variant::ById => self
-                .client
-                .get(format!("{base}/internal/v1/tenants/{}", t.id)),
-            Variant::ByOrg => self
-                .client
-                .get(format!("{base}/internal/v1/tenants/by-org/{}", t.org)),
-            Variant::BySlug => self
-                .client
-                .get(format!("{base}/internal/v1/tenants/by-slug/{}", t.slug)),
-            Variant::Resolve => self
-                .client
-                .post(format!("{base}/internal/v1/resolve"))
-                .json(&serde_json::json!({ "token": t.token })),
+        let (method, path, body) = request_of(self.variant, t);
+        let url = format!("{}{path}", self.base);
+        let mut request = match method {
+            "POST" => self.client.post(url),
+            _ => self.client.get(url),
         };
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body);
+        }
         let response = request
             .bearer_auth(SERVICE_TOKEN)
             .send()
@@ -289,6 +295,109 @@ impl Target {
         }
         Ok(())
     }
+}
+
+/// The request of `variant` for tenant `t`: method, path and body.
+fn request_of(variant: Variant, t: &Tenant) -> (&'static str, String, Option<String>) {
+    match variant {
+        Variant::Healthz => ("GET", "/healthz".into(), None),
+        Variant::ById => ("GET", format!("/internal/v1/tenants/{}", t.id), None),
+        Variant::ByOrg => ("GET", format!("/internal/v1/tenants/by-org/{}", t.org), None),
+        Variant::BySlug => ("GET", format!("/internal/v1/tenants/by-slug/{}", t.slug), None),
+        Variant::Resolve => (
+            "POST",
+            "/internal/v1/resolve".into(),
+            Some(serde_json::json!({ "token": t.token }).to_string()),
+        ),
+    }
+}
+
+/// Runs wrk against `target`: 2 s of warm-up, then `seconds` timed, the
+/// tenants round-robin (a Lua script). Any answer but 2xx fails the run.
+async fn wrk(target: &Target, seconds: usize, concurrency: usize) -> anyhow::Result<Run> {
+    let lua = |s: &str| format!("{s:?}");
+    let mut requests = Vec::new();
+    for t in target.tenants.iter() {
+        let (method, path, body) = request_of(target.variant, t);
+        requests.push(format!(
+            "wrk.format({}, {}, headers, {})",
+            lua(method),
+            lua(&path),
+            body.as_deref().map_or("nil".to_owned(), lua)
+        ));
+    }
+    // Formatted in init(), once wrk knows the Host header of the URL.
+    let script = format!(
+        "local headers = {{ [\"Authorization\"] = \"Bearer {SERVICE_TOKEN}\", \
+         [\"Content-Type\"] = \"application/json\" }}\n\
+         local requests = {{}}\n\
+         local i = 0\n\
+         init = function(args) requests = {{ {} }} end\n\
+         request = function() i = i + 1; return requests[(i % #requests) + 1] end\n",
+        requests.join(", ")
+    );
+    let path = std::env::temp_dir().join(format!("tp-bench-{}.lua", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&path, script)?;
+    let run_wrk = |secs: usize| {
+        let path = path.clone();
+        let base = target.base.clone();
+        async move {
+            let out = tokio::process::Command::new("wrk")
+                .args(["-t2", &format!("-c{concurrency}"), &format!("-d{secs}s"), "--latency", "-s"])
+                .arg(&path)
+                .arg(&base)
+                .output()
+                .await
+                .context("run wrk (apt-get install wrk)")?;
+            anyhow::Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        }
+    };
+    run_wrk(2).await?;
+    let out = run_wrk(seconds).await;
+    let _ = std::fs::remove_file(&path);
+    let out = out?;
+    if let Some(line) = out.lines().find(|l| l.contains("Non-2xx")) {
+        bail!("{}: wrk saw refusals: {line}\n{out}", target.variant.name());
+    }
+    let field = |prefix: &str| {
+        out.lines()
+            .find_map(|l| l.trim().strip_prefix(prefix).map(|r| r.trim().to_owned()))
+            .with_context(|| format!("wrk printed no {prefix:?}:\n{out}"))
+    };
+    let per_sec: f64 = field("Requests/sec:")?.parse()?;
+    // "  201234 requests in 10.00s, 41.2MB read"
+    let total: usize = out
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("wrk printed no request count:\n{out}"))?;
+    Ok(Run {
+        variant: target.variant.name(),
+        concurrency,
+        requests: total,
+        ok: total,
+        first_failure: None,
+        per_sec,
+        p50: wrk_duration(&field("50%")?)?,
+        p99: wrk_duration(&field("99%")?)?,
+    })
+}
+
+/// wrk's latency figures: `812.00us`, `1.20ms`, `2.01s`.
+fn wrk_duration(text: &str) -> anyhow::Result<Duration> {
+    let (number, unit) = text
+        .find(|c: char| c.is_ascii_alphabetic())
+        .map(|at| text.split_at(at))
+        .with_context(|| format!("not a wrk duration: {text:?}"))?;
+    let n: f64 = number.parse()?;
+    let secs = match unit {
+        "us" => n / 1e6,
+        "ms" => n / 1e3,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => bail!("not a wrk duration: {text:?}"),
+    };
+    Ok(Duration::from_secs_f64(secs))
 }
 
 /// Warms the target up (every keep-alive connection of C senders, and the
