@@ -36,6 +36,9 @@ pub struct ResolvedTenant {
     /// open): look-ups still answer, resolves are refused.
     #[serde(skip)]
     pub(crate) credentials_error: Option<Arc<LookupError>>,
+    /// What an embedder rendered from this entry ([`ResolvedTenant::rendered`]).
+    #[serde(skip)]
+    rendered: std::sync::OnceLock<Box<[u8]>>,
 }
 
 impl std::ops::Deref for ResolvedTenant {
@@ -60,6 +63,15 @@ impl ResolvedTenant {
     /// Connection parameters (host, port, database, role, password, TLS).
     pub fn credentials(&self) -> Option<&TenantCredentials> {
         self.credentials.as_ref()
+    }
+
+    /// Bytes an embedder renders from this entry on first use and keeps
+    /// with it (dropped with the entry: on a change, at the TTL). The
+    /// internal API keeps its JSON view of the row here, so a look-up does
+    /// not serialise the same row again. The first rendering is kept.
+    pub fn rendered(&self, render: impl FnOnce(&Self) -> Vec<u8>) -> &[u8] {
+        self.rendered
+            .get_or_init(|| render(self).into_boxed_slice())
     }
 
     /// Why an active tenant's credentials could not be read, if they could not.
@@ -298,6 +310,7 @@ impl TenantCache {
             record: t,
             credentials,
             credentials_error,
+            rendered: Default::default(),
         })))
     }
 
@@ -431,6 +444,7 @@ mod tests {
             },
             credentials: None,
             credentials_error: None,
+            rendered: Default::default(),
         })
     }
 

@@ -82,6 +82,9 @@ struct Args {
     /// With `--driver wrk`: seconds per run.
     #[arg(long, default_value_t = 10, value_parser = positive)]
     seconds: usize,
+    /// Only these variants (and healthz, the baseline), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Passed by `cargo bench` to every bench binary; nothing to do with it.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -102,7 +105,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         &TestSettings::new(&db.url(), &prefix.prefix)
             .with_internal_tokens(&[SERVICE_TOKEN])
             .with_clerk_issuer(jwt::ISSUER)
-            .set("TENANT_PLANE__CLERK__JWT_PUBLIC_KEY", jwt::public_pem("rsa-a")),
+            .set(
+                "TENANT_PLANE__CLERK__JWT_PUBLIC_KEY",
+                jwt::public_pem("rsa-a"),
+            ),
     )?;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
     let app = Application::build(&settings, listener).await?;
@@ -125,6 +131,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     for &concurrency in &args.concurrency {
         let mut runs = Vec::new();
         for variant in VARIANTS {
+            let wanted = args.only.is_empty() || args.only.iter().any(|o| o == variant.name());
+            if !wanted && !matches!(variant, Variant::Healthz) {
+                continue;
+            }
             let target = Target {
                 variant,
                 client: client.clone(),
@@ -218,7 +228,9 @@ async fn print_context(db: &TestDatabase, args: &Args, settings: &Settings) -> a
         .await?;
     let (version, fsync): (String, String) = (row.get(0), row.get(1));
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    println!("internal API benchmark: look-ups and resolve against GET /healthz of the same server");
+    println!(
+        "internal API benchmark: look-ups and resolve against GET /healthz of the same server"
+    );
     println!("machine:    {cpus} CPUs; client, server and PostgreSQL all on this machine");
     println!("PostgreSQL: {version}");
     println!("            fsync={fsync}");
@@ -302,8 +314,16 @@ fn request_of(variant: Variant, t: &Tenant) -> (&'static str, String, Option<Str
     match variant {
         Variant::Healthz => ("GET", "/healthz".into(), None),
         Variant::ById => ("GET", format!("/internal/v1/tenants/{}", t.id), None),
-        Variant::ByOrg => ("GET", format!("/internal/v1/tenants/by-org/{}", t.org), None),
-        Variant::BySlug => ("GET", format!("/internal/v1/tenants/by-slug/{}", t.slug), None),
+        Variant::ByOrg => (
+            "GET",
+            format!("/internal/v1/tenants/by-org/{}", t.org),
+            None,
+        ),
+        Variant::BySlug => (
+            "GET",
+            format!("/internal/v1/tenants/by-slug/{}", t.slug),
+            None,
+        ),
         Variant::Resolve => (
             "POST",
             "/internal/v1/resolve".into(),
@@ -343,7 +363,13 @@ async fn wrk(target: &Target, seconds: usize, concurrency: usize) -> anyhow::Res
         let base = target.base.clone();
         async move {
             let out = tokio::process::Command::new("wrk")
-                .args(["-t2", &format!("-c{concurrency}"), &format!("-d{secs}s"), "--latency", "-s"])
+                .args([
+                    "-t2",
+                    &format!("-c{concurrency}"),
+                    &format!("-d{secs}s"),
+                    "--latency",
+                    "-s",
+                ])
                 .arg(&path)
                 .arg(&base)
                 .output()

@@ -9,6 +9,7 @@ use api::{
 };
 use model::{ClerkOrgId, TenantId, TenantStatus};
 use registry::tenants::{self, Action, Tenant, TenantKey};
+use resolver::cache::ResolvedTenant;
 use uuid::Uuid;
 
 use crate::auth::ServiceCaller;
@@ -37,8 +38,14 @@ pub fn view(t: &Tenant) -> TenantView {
     }
 }
 
-/// A tenant from the NOTIFY-invalidated cache (a query on a miss).
-async fn find(state: &AppState, key: TenantKey<'_>) -> Result<TenantView, ApiError> {
+/// The JSON view of a cached tenant, rendered once per cache entry.
+fn rendered_view(t: &ResolvedTenant) -> &[u8] {
+    t.rendered(|t| serde_json::to_vec(&view(&t.record)).expect("a tenant view serialises"))
+}
+
+/// A tenant from the NOTIFY-invalidated cache (a query on a miss), answered
+/// with its JSON view as rendered once for that cache entry.
+async fn find(state: &AppState, key: TenantKey<'_>) -> Result<HttpResponse, ApiError> {
     let t = state
         .tenants
         .get_by(key)
@@ -47,7 +54,9 @@ async fn find(state: &AppState, key: TenantKey<'_>) -> Result<TenantView, ApiErr
     let span = tracing::Span::current();
     span.record("tenant_id", tracing::field::display(t.id));
     span.record("org_id", t.clerk_org_id.as_str());
-    Ok(view(&t))
+    Ok(HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(rendered_view(&t).to_vec()))
 }
 
 /// List tenants, oldest first, optionally of one status.
@@ -102,13 +111,11 @@ pub async fn by_id(
     _: ServiceCaller,
     state: web::Data<AppState>,
     id: web::Path<String>,
-) -> Result<web::Json<TenantView>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     let id: Uuid = id
         .parse()
         .map_err(|_| ApiError::NotFound("no such tenant"))?;
-    Ok(web::Json(
-        find(&state, TenantKey::Id(TenantId::from(id))).await?,
-    ))
+    find(&state, TenantKey::Id(TenantId::from(id))).await
 }
 
 /// A tenant by its Clerk organization id.
@@ -123,10 +130,10 @@ pub async fn by_org(
     _: ServiceCaller,
     state: web::Data<AppState>,
     org: web::Path<String>,
-) -> Result<web::Json<TenantView>, ApiError> {
+) -> Result<HttpResponse, ApiError> {
     // A malformed id names no tenant, as a malformed uuid does for by-id.
     let org = ClerkOrgId::parse(org.as_str()).map_err(|_| ApiError::NotFound("no such tenant"))?;
-    Ok(web::Json(find(&state, TenantKey::ClerkOrg(&org)).await?))
+    find(&state, TenantKey::ClerkOrg(&org)).await
 }
 
 /// A tenant by its slug.
@@ -141,8 +148,8 @@ pub async fn by_slug(
     _: ServiceCaller,
     state: web::Data<AppState>,
     slug: web::Path<String>,
-) -> Result<web::Json<TenantView>, ApiError> {
-    Ok(web::Json(find(&state, TenantKey::Slug(&slug)).await?))
+) -> Result<HttpResponse, ApiError> {
+    find(&state, TenantKey::Slug(&slug)).await
 }
 
 #[tracing::instrument(name = "tenant_action", skip(state), fields(org_id))]
@@ -255,27 +262,38 @@ pub async fn resolve(
         .tenant
         .credentials()
         .ok_or(resolver::ResolveError::Provisioning)?;
-    // The tenant as the resolver read it: no second look-up on this path.
-    Ok(HttpResponse::Ok().json(ResolveResponse {
-        tenant: view(&ctx.tenant.record),
-        claims: SessionClaims {
-            user_id: ctx.session.user_id.clone(),
-            session_id: ctx.session.session_id.clone(),
-            org_id: org.id.to_string(),
-            org_role: org.role.clone(),
-            org_slug: org.slug.clone(),
-            org_permissions: org.permissions.clone(),
-        },
-        connection: Connection {
-            host: creds.host.clone(),
-            port: creds.port,
-            database: creds.dbname.as_str().to_owned(),
-            role: creds.role.as_str().to_owned(),
-            password: state.expose_passwords.then(|| creds.password.clone()),
-            sslmode: creds.tls.effective_mode().to_string(),
-            sslrootcert: creds.tls.root_cert().map(|r| r.to_string()),
-        },
-    }))
+    // The tenant as the resolver read it (no second look-up on this path),
+    // in the JSON view rendered once for its cache entry.
+    let claims = SessionClaims {
+        user_id: ctx.session.user_id.clone(),
+        session_id: ctx.session.session_id.clone(),
+        org_id: org.id.to_string(),
+        org_role: org.role.clone(),
+        org_slug: org.slug.clone(),
+        org_permissions: org.permissions.clone(),
+    };
+    let connection = Connection {
+        host: creds.host.clone(),
+        port: creds.port,
+        database: creds.dbname.as_str().to_owned(),
+        role: creds.role.as_str().to_owned(),
+        password: state.expose_passwords.then(|| creds.password.clone()),
+        sslmode: creds.tls.effective_mode().to_string(),
+        sslrootcert: creds.tls.root_cert().map(|r| r.to_string()),
+    };
+    // An `api::ResolveResponse`, written field by field around the
+    // rendered view.
+    let mut body = Vec::with_capacity(1536);
+    body.extend_from_slice(br#"{"tenant":"#);
+    body.extend_from_slice(rendered_view(&ctx.tenant));
+    body.extend_from_slice(br#","claims":"#);
+    serde_json::to_writer(&mut body, &claims).map_err(|e| ApiError::Internal(e.into()))?;
+    body.extend_from_slice(br#","connection":"#);
+    serde_json::to_writer(&mut body, &connection).map_err(|e| ApiError::Internal(e.into()))?;
+    body.push(b'}');
+    Ok(HttpResponse::Ok()
+        .content_type(actix_web::http::header::ContentType::json())
+        .body(body))
 }
 
 #[derive(utoipa::OpenApi)]
