@@ -40,37 +40,28 @@
 //! Everything runs on one multi-threaded tokio runtime (as many workers as
 //! CPUs), as in a server; PostgreSQL runs on the same machine.
 
+mod support;
+
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use anyhow::Context;
 use criterion::{BatchSize, Criterion};
 use deadpool_postgres::{ManagerConfig, Pool, RecyclingMethod};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use model::clerk::Organization;
-use model::ids::{ClerkOrgId, TenantId};
-use model::naming::TenantPrefix;
-use model::status::TenantStatus;
-use provisioner::reconciler::{Reconciler, ReconcilerSettings};
-use provisioner::template::Templates;
-use provisioner::HostConnector;
-use registry::crypto::PasswordCipher;
-use registry::directory;
-use registry::hosts::{self, NewHost};
+use model::ids::TenantId;
 use registry::pool::PoolOptions;
-use registry::tenants::{self, TenantCredentials, TenantKey};
-use registry::tls::ConnectOptions;
+use registry::tenants::TenantCredentials;
 use serde_json::Value;
 use tenant_plane_resolver::clock::SystemClock;
 use tenant_plane_resolver::jwks::KeySource;
 use tenant_plane_resolver::pools::PoolLimits;
 use tenant_plane_resolver::token::VerifierConfig;
 use tenant_plane_resolver::{Resolver, ResolverConfig};
-use testkit::{jwt, PrefixGuard, TestDatabase};
+use support::{mint, require_database, tenant_config, Provisioned, ISSUER};
+use testkit::jwt;
 use tokio::runtime::Runtime;
-use tokio_postgres::config::Host;
 
 /// Tenants provisioned for the run.
 const TENANTS: usize = 4;
@@ -78,26 +69,8 @@ const TENANTS: usize = 4;
 /// Distinct tokens of `resolve/warm_many_tokens`.
 const DISTINCT_TOKENS: usize = 1000;
 
-/// Any fixed issuer: with a PEM key nothing is fetched from it.
-const ISSUER: &str = "https://clerk.bench.example.com";
-
-/// Where testkit looks for the PostgreSQL admin URL.
-const DATABASE_URL_VARS: [&str; 2] = [
-    "TENANT_PLANE_TEST_DATABASE_URL",
-    "TENANT_PLANE__DATABASE__URL",
-];
-
 fn main() {
-    if !DATABASE_URL_VARS
-        .iter()
-        .any(|var| std::env::var(var).is_ok_and(|url| !url.is_empty()))
-    {
-        eprintln!(
-            "the resolve bench needs the dev PostgreSQL. Start it and point the bench at it:\n\n    \
-             export TENANT_PLANE_TEST_DATABASE_URL=$(scripts/dev-db | tail -1)\n"
-        );
-        std::process::exit(1);
-    }
+    require_database("resolve");
     let started = SystemTime::now();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -138,97 +111,16 @@ struct Fixture {
     first_credentials: TenantCredentials,
     decoding_key: DecodingKey,
     _control: Pool,
-    _prefix: PrefixGuard,
-    db: TestDatabase,
+    world: Provisioned,
 }
 
 impl Fixture {
     async fn new() -> anyhow::Result<Self> {
-        let db = TestDatabase::migrated().await;
-        let prefix = PrefixGuard::new();
-        let control = registry::pool::build_pool(db.config(), &PoolOptions::default())?;
-        let cipher = PasswordCipher::from_base64(&random_key())?;
-
-        // The default host: the server of the admin URL, as `serve` seeds it.
-        let admin_target = db.config();
-        let admin = &admin_target.config;
-        let host_addr = match admin.get_hosts().first() {
-            Some(Host::Tcp(h)) => h.clone(),
-            _ => "127.0.0.1".to_owned(),
-        };
-        let password = admin
-            .get_password()
-            .map(|p| String::from_utf8_lossy(p).into_owned())
-            .unwrap_or_default();
-        hosts::seed(
-            &control.get().await?,
-            &NewHost {
-                name: "default".into(),
-                host: host_addr,
-                port: admin.get_ports().first().copied().unwrap_or(5432),
-                admin_user: admin.get_user().unwrap_or("postgres").to_owned(),
-                capacity: 1000,
-                tls: Default::default(),
-            },
-        )
-        .await?;
-        let reconciler = Reconciler::new(
-            control.clone(),
-            HostConnector::new(Duration::from_secs(5))
-                .with_password("default", &password)
-                .with_tls_defaults(admin_target.tls.clone()),
-            cipher.clone(),
-            Templates::embedded(),
-            ReconcilerSettings {
-                prefix: TenantPrefix::parse(&prefix.prefix)?,
-                retention: Duration::ZERO,
-                max_attempts: 3,
-                backoff_base: Duration::from_millis(10),
-                backoff_max: Duration::from_millis(50),
-                plans: Default::default(),
-                attempt_timeout: Duration::from_secs(30),
-                lease: Duration::from_secs(60),
-                pause_at: None,
-            },
-        );
-        reconciler.build_templates().await?;
-
-        let orgs: Vec<ClerkOrgId> = (0..TENANTS)
-            .map(|_| ClerkOrgId::parse(format!("org_{}", uuid::Uuid::new_v4().simple())))
-            .collect::<Result<_, _>>()?;
-        {
-            let mut client = control.get().await?;
-            let tx = client.transaction().await?;
-            for (i, org) in orgs.iter().enumerate() {
-                directory::upsert_organization(
-                    &tx,
-                    &Organization::new(org.clone(), format!("Bench {i}"), None, chrono::Utc::now()),
-                    "bench",
-                )
-                .await?;
-            }
-            tx.commit().await?;
-        }
-        reconciler.drain().await?;
-
-        let client = control.get().await?;
-        let mut ids = Vec::new();
-        for org in &orgs {
-            let t = tenants::get(&client, TenantKey::ClerkOrg(org))
-                .await?
-                .context("the tenant was just inserted")?;
-            anyhow::ensure!(
-                t.status == TenantStatus::Active,
-                "tenant of {} is {} after provisioning: {:?}",
-                org.as_str(),
-                t.status,
-                t.last_error
-            );
-            ids.push(t);
-        }
-        let first_credentials = tenants::credentials(&cipher, &ids[0], &admin_target.tls)?;
-        drop(client);
-
+        let world = Provisioned::new(TENANTS, 1).await?;
+        let ids = world.tenants.clone();
+        let orgs: Vec<_> = ids.iter().map(|t| t.clerk_org_id.clone()).collect();
+        let first_credentials = world.credentials(&ids[0])?;
+        let control = world.control.clone();
         let pem = jwt::public_pem("rsa-a");
         let resolver = Resolver::new(
             ResolverConfig {
@@ -236,10 +128,10 @@ impl Fixture {
                 pools: PoolLimits::default(),
                 cache_ttl: Duration::from_secs(3600),
                 cache_max_entries: tenant_plane_resolver::cache::DEFAULT_MAX_ENTRIES,
-                tls: admin_target.tls.clone(),
+                tls: world.tls.clone(),
             },
             control.clone(),
-            cipher,
+            world.cipher.clone(),
             Arc::new(SystemClock),
         )?;
 
@@ -268,43 +160,19 @@ impl Fixture {
             first_credentials,
             decoding_key: DecodingKey::from_rsa_pem(pem.as_bytes())?,
             _control: control,
-            _prefix: prefix,
-            db,
+            world,
         })
     }
-}
-
-fn random_key() -> String {
-    use base64::Engine;
-    let bytes: [u8; 32] = rand::random();
-    base64::engine::general_purpose::STANDARD.encode(bytes)
-}
-
-/// A Clerk v2 session token for `org`, the `n`th user and session, valid
-/// for an hour.
-fn mint(org: &str, n: usize) -> String {
-    let now = jwt::now();
-    let mut session = jwt::Session::new(ISSUER, org, now);
-    session.user_id = format!("user_bench{n:06}");
-    session.session_id = format!("sess_bench{n:06}");
-    session.expires_at = now + 3600;
-    jwt::sign(&session.v2())
-}
-
-/// Connection settings that log in as the tenant's role.
-fn tenant_config(c: &TenantCredentials) -> ConnectOptions {
-    let mut target = c.connect_options();
-    target
-        .config
-        .application_name("tenant-plane-bench")
-        .connect_timeout(Duration::from_secs(5));
-    target
 }
 
 fn warm(c: &mut Criterion, rt: &Runtime, f: &Fixture) {
     let mut group = c.benchmark_group("warm");
 
     let token = f.tokens[0].as_str();
+    group.bench_function("resolve/verified_token", |b| {
+        b.to_async(rt)
+            .iter(|| async { f.resolver.resolve(token).await.expect("resolves") })
+    });
     group.bench_function("resolve/warm_same_token", |b| {
         b.to_async(rt).iter(|| async {
             let ctx = f.resolver.resolve(token).await.expect("resolves");
@@ -405,7 +273,7 @@ fn cold(c: &mut Criterion, rt: &Runtime, f: &Fixture) {
 
 fn print_context(rt: &Runtime, f: &Fixture) {
     let settings = rt.block_on(async {
-        let client = f.db.client().await;
+        let client = f.world.db.client().await;
         let row = client
             .query_one(
                 "SELECT version(), current_setting('fsync'), current_setting('password_encryption')",
@@ -470,6 +338,15 @@ fn print_ratios(since: SystemTime) {
     let verify = get("warm", "baseline/rs256_verify");
     let fast = get("warm", "baseline/deadpool_checkout_fast");
     let verified = get("warm", "baseline/deadpool_checkout");
+    let remembered = get("warm", "resolve/verified_token");
+    if let (Some(remembered), Some(verify)) = (remembered, verify) {
+        lines.push(format!(
+            "  verified_token / rs256_verify        = {:.3}  ({:.2} µs / {:.1} µs)",
+            remembered / verify,
+            remembered / 1e3,
+            verify / 1e3
+        ));
+    }
     if let (Some(same), Some(verify)) = (same, verify) {
         lines.push(format!(
             "  warm_same_token / rs256_verify       = {:.2}  ({:.1} µs / {:.1} µs)",
@@ -477,10 +354,10 @@ fn print_ratios(since: SystemTime) {
             same / 1e3,
             verify / 1e3
         ));
-        if let Some(fast) = fast {
+        if let (Some(fast), Some(remembered)) = (fast, remembered) {
             lines.push(format!(
-                "  warm_same_token - rs256_verify - deadpool_checkout_fast = {:+.1} µs",
-                (same - verify - fast) / 1e3
+                "  warm_same_token - verified_token - deadpool_checkout_fast = {:+.2} µs",
+                (same - remembered - fast) / 1e3
             ));
         }
     }
