@@ -54,12 +54,12 @@ use model::ids::TenantId;
 use registry::pool::PoolOptions;
 use registry::tenants::TenantCredentials;
 use serde_json::Value;
+use support::{mint, require_database, tenant_config, Provisioned, ISSUER};
 use tenant_plane_resolver::clock::SystemClock;
 use tenant_plane_resolver::jwks::KeySource;
 use tenant_plane_resolver::pools::PoolLimits;
 use tenant_plane_resolver::token::VerifierConfig;
 use tenant_plane_resolver::{Resolver, ResolverConfig};
-use support::{mint, require_database, tenant_config, Provisioned, ISSUER};
 use testkit::jwt;
 use tokio::runtime::Runtime;
 

@@ -230,7 +230,10 @@ async fn run(args: &Args) -> anyhow::Result<()> {
     );
     println!("RSS after:  {}", rss());
     if held > args.budget as i64 {
-        bail!("{held} tenant connections were open at once, over the budget of {}", args.budget);
+        bail!(
+            "{held} tenant connections were open at once, over the budget of {}",
+            args.budget
+        );
     }
 
     // Closes the resolver's connections before the databases are dropped.

@@ -26,9 +26,12 @@ pub const ISSUER: &str = "https://clerk.bench.example.com";
 
 /// Exits with instructions unless the dev PostgreSQL is configured.
 pub fn require_database(bench: &str) {
-    let configured = ["TENANT_PLANE_TEST_DATABASE_URL", "TENANT_PLANE__DATABASE__URL"]
-        .iter()
-        .any(|var| std::env::var(var).is_ok_and(|url| !url.is_empty()));
+    let configured = [
+        "TENANT_PLANE_TEST_DATABASE_URL",
+        "TENANT_PLANE__DATABASE__URL",
+    ]
+    .iter()
+    .any(|var| std::env::var(var).is_ok_and(|url| !url.is_empty()));
     if !configured {
         eprintln!(
             "the {bench} bench needs the dev PostgreSQL. Start it and point the bench at it:\n\n    \
