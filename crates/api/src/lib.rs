@@ -75,6 +75,25 @@ pub struct ListTenantsQuery {
 pub struct ResolveRequest {
     /// A Clerk session token (JWT), as the application received it.
     pub token: String,
+    /// While the tenant is being provisioned (or not registered yet), wait
+    /// up to this many milliseconds (at most 60000) for it, instead of
+    /// answering 503 at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// Long-polling a look-up: answer as soon as the tenant has a status.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+pub struct WaitQuery {
+    /// Answer as soon as the tenant has this status (`active`, ...), or with
+    /// its current status when the time is up. Waiting for `active` ends
+    /// early at `failed` or `deleted`. An organization not registered yet
+    /// is waited for too (404 when the time is up).
+    pub wait_for: Option<String>,
+    /// How long to wait at most, as `10s` or `500ms` (default 10s, at most
+    /// 60s).
+    pub timeout: Option<String>,
 }
 
 /// The verified claims of the session.

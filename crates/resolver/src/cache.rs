@@ -168,6 +168,9 @@ pub struct TenantCache {
     inner: Mutex<Inner>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Bumped by every invalidation: what waiters ([`TenantCache::wait_for`])
+    /// wake on.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl TenantCache {
@@ -189,6 +192,7 @@ impl TenantCache {
             inner: Mutex::new(Inner::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            changes: tokio::sync::watch::channel(0).0,
         }
     }
 
@@ -319,6 +323,8 @@ impl TenantCache {
         let mut inner = self.lock();
         inner.generation += 1;
         inner.entries.retain(|_, e| e.tenant.id != tenant);
+        drop(inner);
+        self.changes.send_modify(|n| *n += 1);
     }
 
     /// Forgets everything (after missing notifications).
@@ -326,6 +332,40 @@ impl TenantCache {
         let mut inner = self.lock();
         inner.generation += 1;
         inner.entries.clear();
+        drop(inner);
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// Ticks at every invalidation (every change the registry announces).
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// The tenant under `key` once `done` holds of it (`None`: not
+    /// registered), or as it is when `timeout` is up. Woken by the
+    /// registry's announcements, not by polling, so it needs
+    /// [`TenantCache::listen_for_changes`] running.
+    pub async fn wait_for(
+        &self,
+        key: TenantKey<'_>,
+        timeout: Duration,
+        done: impl Fn(Option<&ResolvedTenant>) -> bool,
+    ) -> Result<Option<Arc<ResolvedTenant>>, LookupError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = self.changes();
+        loop {
+            // Seen before the read, so a change after it still wakes us.
+            changes.borrow_and_update();
+            let current = self.get_by(key.clone()).await?;
+            if done(current.as_deref()) {
+                return Ok(current);
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                // Time is up (or the cache is going away).
+                _ => return Ok(current),
+            }
+        }
     }
 
     pub fn stats(&self) -> CacheStats {

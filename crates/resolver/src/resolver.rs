@@ -238,6 +238,35 @@ impl Resolver {
         })
     }
 
+    /// As [`Resolver::resolve`], but while the tenant is being provisioned
+    /// (or not registered yet: the webhook may come after the first
+    /// session), waits up to `wait` for it to become usable, woken by the
+    /// registry's announcements. An application's first request after
+    /// sign-up then waits instead of bouncing with a 503.
+    pub async fn resolve_waiting(
+        &self,
+        token: &str,
+        wait: Duration,
+    ) -> Result<TenantContext, ResolveError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut changes = self.cache.changes();
+        loop {
+            changes.borrow_and_update();
+            match self.resolve(token).await {
+                Err(ResolveError::Provisioning | ResolveError::UnknownTenant)
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    let woken = tokio::time::timeout_at(deadline, changes.changed()).await;
+                    if !matches!(woken, Ok(Ok(()))) {
+                        // Time is up: the answer as it is now.
+                        return self.resolve(token).await;
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Drops what is known of a tenant and closes its pool: called when the
     /// registry announces a change (suspended, deleted, moved...).
     pub fn invalidate(&self, tenant: TenantId) {

@@ -3,9 +3,11 @@
 //! [`ServiceCaller`], i.e. requires a bearer service token.
 
 use actix_web::{delete, get, post, web, HttpResponse};
+use std::time::Duration;
+
 use api::{
     Connection, ErrorBody, ListTenantsQuery, ResolveRequest, ResolveResponse, SessionClaims,
-    Tenant as TenantView, TenantPage,
+    Tenant as TenantView, TenantPage, WaitQuery,
 };
 use model::{ClerkOrgId, TenantId, TenantStatus};
 use registry::tenants::{self, Action, Tenant, TenantKey};
@@ -43,14 +45,66 @@ fn rendered_view(t: &ResolvedTenant) -> &[u8] {
     t.rendered(|t| serde_json::to_vec(&view(&t.record)).expect("a tenant view serialises"))
 }
 
+/// The longest a look-up or a resolve may be asked to wait.
+const MAX_WAIT: Duration = Duration::from_secs(60);
+
+/// What a long-polling look-up waits for.
+struct Wait {
+    status: TenantStatus,
+    timeout: Duration,
+}
+
+impl Wait {
+    fn parse(query: &WaitQuery) -> Result<Option<Self>, ApiError> {
+        let Some(status) = &query.wait_for else {
+            if query.timeout.is_some() {
+                return Err(ApiError::BadRequest("timeout needs wait_for".into()));
+            }
+            return Ok(None);
+        };
+        let status = status
+            .parse::<TenantStatus>()
+            .map_err(|e| ApiError::BadRequest(format!("wait_for: {e}")))?;
+        let timeout = match &query.timeout {
+            None => Duration::from_secs(10),
+            Some(t) => humantime::parse_duration(t)
+                .map_err(|e| ApiError::BadRequest(format!("timeout {t:?}: {e}")))?,
+        };
+        if timeout > MAX_WAIT {
+            return Err(ApiError::BadRequest("timeout may be at most 60s".into()));
+        }
+        Ok(Some(Self { status, timeout }))
+    }
+
+    /// Whether waiting is over: the status is reached, or (waiting for
+    /// active) can no longer be without an operator.
+    fn done(&self, t: Option<&ResolvedTenant>) -> bool {
+        t.is_some_and(|t| {
+            t.status == self.status
+                || (self.status == TenantStatus::Active
+                    && matches!(t.status, TenantStatus::Failed | TenantStatus::Deleted))
+        })
+    }
+}
+
 /// A tenant from the NOTIFY-invalidated cache (a query on a miss), answered
-/// with its JSON view as rendered once for that cache entry.
-async fn find(state: &AppState, key: TenantKey<'_>) -> Result<HttpResponse, ApiError> {
-    let t = state
-        .tenants
-        .get_by(key)
-        .await?
-        .ok_or(ApiError::NotFound("no such tenant"))?;
+/// with its JSON view as rendered once for that cache entry; with `wait`,
+/// once it has the status waited for, or when the time is up.
+async fn find(
+    state: &AppState,
+    key: TenantKey<'_>,
+    query: &WaitQuery,
+) -> Result<HttpResponse, ApiError> {
+    let found = match Wait::parse(query)? {
+        None => state.tenants.get_by(key).await?,
+        Some(wait) => {
+            state
+                .tenants
+                .wait_for(key, wait.timeout, |t| wait.done(t))
+                .await?
+        }
+    };
+    let t = found.ok_or(ApiError::NotFound("no such tenant"))?;
     let span = tracing::Span::current();
     span.record("tenant_id", tracing::field::display(t.id));
     span.record("org_id", t.clerk_org_id.as_str());
@@ -101,8 +155,8 @@ pub async fn list(
 
 /// A tenant by its id.
 #[utoipa::path(
-    get, path = "/internal/v1/tenants/{id}",
-    responses((status = 200, body = TenantView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    get, path = "/internal/v1/tenants/{id}", params(WaitQuery),
+    responses((status = 200, body = TenantView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("service_token" = []))
 )]
 #[get("/internal/v1/tenants/{id}")]
@@ -111,17 +165,18 @@ pub async fn by_id(
     _: ServiceCaller,
     state: web::Data<AppState>,
     id: web::Path<String>,
+    query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id: Uuid = id
         .parse()
         .map_err(|_| ApiError::NotFound("no such tenant"))?;
-    find(&state, TenantKey::Id(TenantId::from(id))).await
+    find(&state, TenantKey::Id(TenantId::from(id)), &query).await
 }
 
 /// A tenant by its Clerk organization id.
 #[utoipa::path(
-    get, path = "/internal/v1/tenants/by-org/{clerk_org_id}",
-    responses((status = 200, body = TenantView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    get, path = "/internal/v1/tenants/by-org/{clerk_org_id}", params(WaitQuery),
+    responses((status = 200, body = TenantView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("service_token" = []))
 )]
 #[get("/internal/v1/tenants/by-org/{clerk_org_id}")]
@@ -130,16 +185,17 @@ pub async fn by_org(
     _: ServiceCaller,
     state: web::Data<AppState>,
     org: web::Path<String>,
+    query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
     // A malformed id names no tenant, as a malformed uuid does for by-id.
     let org = ClerkOrgId::parse(org.as_str()).map_err(|_| ApiError::NotFound("no such tenant"))?;
-    find(&state, TenantKey::ClerkOrg(&org)).await
+    find(&state, TenantKey::ClerkOrg(&org), &query).await
 }
 
 /// A tenant by its slug.
 #[utoipa::path(
-    get, path = "/internal/v1/tenants/by-slug/{slug}",
-    responses((status = 200, body = TenantView), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
+    get, path = "/internal/v1/tenants/by-slug/{slug}", params(WaitQuery),
+    responses((status = 200, body = TenantView), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 401, body = ErrorBody)),
     security(("service_token" = []))
 )]
 #[get("/internal/v1/tenants/by-slug/{slug}")]
@@ -148,8 +204,9 @@ pub async fn by_slug(
     _: ServiceCaller,
     state: web::Data<AppState>,
     slug: web::Path<String>,
+    query: web::Query<WaitQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    find(&state, TenantKey::Slug(&slug)).await
+    find(&state, TenantKey::Slug(&slug), &query).await
 }
 
 #[tracing::instrument(name = "tenant_action", skip(state), fields(org_id))]
@@ -252,7 +309,16 @@ pub async fn resolve(
     let resolver = state.resolver.as_ref().ok_or(ApiError::NotConfigured(
         "the resolver is not configured (set clerk.issuer)",
     ))?;
-    let ctx = resolver.resolve(&body.token).await?;
+    let ctx = match body.wait_ms {
+        None | Some(0) => resolver.resolve(&body.token).await?,
+        Some(ms) => {
+            let wait = Duration::from_millis(ms);
+            if wait > MAX_WAIT {
+                return Err(ApiError::BadRequest("wait_ms may be at most 60000".into()));
+            }
+            resolver.resolve_waiting(&body.token, wait).await?
+        }
+    };
     let org = ctx
         .session
         .org

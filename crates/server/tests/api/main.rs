@@ -20,6 +20,7 @@ mod operator;
 mod ordering;
 mod placement;
 mod provisioning;
+mod ready;
 mod resolve;
 mod signature;
 mod slow_clients;
