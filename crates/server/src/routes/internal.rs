@@ -2,7 +2,7 @@
 //! resolver over HTTP for services not written in Rust. Every route takes a
 //! [`ServiceCaller`], i.e. requires a bearer service token.
 
-use actix_web::{delete, get, post, web, HttpResponse};
+use actix_web::{delete, get, post, web, HttpRequest, HttpResponse};
 use std::time::Duration;
 
 use api::{
@@ -304,8 +304,11 @@ action_route!(
 pub async fn resolve(
     _: ServiceCaller,
     state: web::Data<AppState>,
-    body: web::Json<ResolveRequest>,
+    req: HttpRequest,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    // Read within http.body_limit and http.body_read_timeout, as every body.
+    let body: ResolveRequest = crate::body::json(&req, payload, &state).await?;
     let resolver = state.resolver.as_ref().ok_or(ApiError::NotConfigured(
         "the resolver is not configured (set clerk.issuer)",
     ))?;

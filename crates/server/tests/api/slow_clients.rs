@@ -58,6 +58,33 @@ async fn a_body_sent_too_slowly_is_cut_at_the_deadline() {
 }
 
 #[tokio::test]
+async fn a_resolve_body_sent_too_slowly_is_cut_at_the_deadline_too() {
+    let app = crate::helpers::spawn_app_configured(|env| {
+        env.with_internal_tokens(&[crate::resolve::SERVICE_TOKEN])
+            .with_clerk_issuer(testkit::jwt::ISSUER)
+            .set(
+                "TENANT_PLANE__CLERK__JWT_PUBLIC_KEY",
+                testkit::jwt::public_pem("rsa-a"),
+            )
+            .set("TENANT_PLANE__HTTP__BODY_READ_TIMEOUT", "1s")
+    })
+    .await;
+    let body = br#"{"token": "a.b.c", "wait_ms": 0, "padding": "xxxxxxxxxxxxxxxxxxxxxxxx"}"#;
+    let head = format!(
+        "POST /internal/v1/resolve HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         authorization: Bearer {}\r\ncontent-length: {}\r\n\r\n",
+        crate::resolve::SERVICE_TOKEN,
+        body.len()
+    );
+    let (status, sent) = trickle(&app.address, &head, body).await;
+    assert!(status.contains(" 408 "), "{status:?}");
+    assert!(
+        sent < body.len(),
+        "answered only after the whole body: {sent}"
+    );
+}
+
+#[tokio::test]
 async fn a_head_sent_too_slowly_is_cut_at_the_deadline() {
     let app = spawn_app_with(&[("TENANT_PLANE__HTTP__HEADER_READ_TIMEOUT", "1s")]).await;
     let head = "GET /healthz HTTP/1.1\r\nhost: test\r\nx-padding: ";
