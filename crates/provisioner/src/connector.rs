@@ -30,13 +30,22 @@ pub enum HostError {
         #[source]
         source: TlsError,
     },
-    /// The host accepted the connection and never finished the handshake.
+    /// The host accepted the connection and never finished the handshake,
+    /// or went silent during an attempt (the attempt deadline).
     #[error("db host {host:?} ({addr}) did not answer within {}s", .after.as_secs_f64())]
     Timeout {
         host: String,
         addr: String,
         after: Duration,
     },
+}
+
+impl HostError {
+    /// The host itself could not be reached (or did not answer in time),
+    /// rather than a setting being wrong: such a host backs off as a whole.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, HostError::Connect { .. } | HostError::Timeout { .. })
+    }
 }
 
 /// Opens admin connections to hosts with passwords from configuration.

@@ -45,11 +45,6 @@ pub enum TemplateError {
     Registry(#[from] RegistryError),
     #[error(transparent)]
     Host(#[from] HostError),
-    #[error("db host {host:?} did not finish building its template within {}s", .after.as_secs_f64())]
-    Deadline {
-        host: String,
-        after: std::time::Duration,
-    },
     #[error("template database operation on host {host:?} failed: {}", registry::describe(.source))]
     Db {
         host: String,
@@ -89,11 +84,7 @@ pub enum TemplateError {
 impl TemplateError {
     /// The host could not be reached (rather than its template being wrong).
     pub fn host_unreachable(&self) -> bool {
-        matches!(
-            self,
-            TemplateError::Deadline { .. }
-                | TemplateError::Host(HostError::Connect { .. } | HostError::Timeout { .. })
-        )
+        matches!(self, TemplateError::Host(e) if e.is_unreachable())
     }
 }
 

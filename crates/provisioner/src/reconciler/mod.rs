@@ -78,13 +78,6 @@ enum StepError {
     Template(#[from] TemplateError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
-    /// The attempt ran out of time on the host (connected, then silent).
-    #[error("db host {host:?} ({addr}) did not answer within {}s: the attempt ran out of time", .after.as_secs_f64())]
-    Deadline {
-        host: String,
-        addr: String,
-        after: Duration,
-    },
     /// The template's lock (held by a template migration) was not free in time.
     #[error("waiting for the template lock of db host {host:?}: {source}")]
     TemplateLock {
@@ -113,11 +106,7 @@ enum StepError {
 impl StepError {
     /// The host itself could not be reached: it backs off as a whole.
     fn host_unreachable(&self) -> bool {
-        matches!(
-            self,
-            StepError::Deadline { .. }
-                | StepError::Host(HostError::Connect { .. } | HostError::Timeout { .. })
-        )
+        matches!(self, StepError::Host(e) if e.is_unreachable())
     }
 }
 
@@ -214,10 +203,11 @@ impl Reconciler {
             let after = self.settings.attempt_timeout;
             let built = match tokio::time::timeout(after, self.build_template(host)).await {
                 Ok(built) => built,
-                Err(_) => Err(TemplateError::Deadline {
+                Err(_) => Err(TemplateError::Host(HostError::Timeout {
                     host: host.name.clone(),
+                    addr: format!("{}:{}", host.host, host.port),
                     after,
-                }),
+                })),
             };
             reports.push(built);
         }
@@ -305,12 +295,13 @@ impl Reconciler {
         let after = self.settings.attempt_timeout;
         let outcome = match tokio::time::timeout(after, work).await {
             Ok(outcome) => outcome,
+            // Connected, then silent: as a handshake that never ends.
             Err(_) => Err(match host {
-                Some(h) => StepError::Deadline {
+                Some(h) => StepError::Host(HostError::Timeout {
                     host: h.name.clone(),
                     addr: format!("{}:{}", h.host, h.port),
                     after,
-                },
+                }),
                 None => StepError::Inconsistent("an unplaced tenant's work ran out of time"),
             }),
         };
