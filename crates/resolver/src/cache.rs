@@ -122,6 +122,31 @@ impl LookupKey {
     }
 }
 
+/// The loop of every caller that answers once something holds of a tenant:
+/// read, and if it does not hold yet, wait for the next invalidation, up
+/// to a deadline. No polling.
+pub struct ChangeWaiter {
+    changes: tokio::sync::watch::Receiver<u64>,
+    deadline: tokio::time::Instant,
+}
+
+impl ChangeWaiter {
+    /// Marks the changes so far as seen: call it before each read, so that
+    /// a change landing after the read still wakes [`ChangeWaiter::changed`].
+    pub fn seen(&mut self) {
+        self.changes.borrow_and_update();
+    }
+
+    /// Waits for a change since the last [`ChangeWaiter::seen`]; false when
+    /// the deadline came first (or the cache is going away).
+    pub async fn changed(&mut self) -> bool {
+        matches!(
+            tokio::time::timeout_at(self.deadline, self.changes.changed()).await,
+            Ok(Ok(()))
+        )
+    }
+}
+
 /// How much of a tenant changed, as the registry announced it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
@@ -336,9 +361,13 @@ impl TenantCache {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// Ticks at every invalidation (every change the registry announces).
-    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.changes.subscribe()
+    /// Waits for this cache's invalidations (every change the registry
+    /// announces) for at most `timeout`.
+    pub fn waiter(&self, timeout: Duration) -> ChangeWaiter {
+        ChangeWaiter {
+            changes: self.changes.subscribe(),
+            deadline: tokio::time::Instant::now() + timeout,
+        }
     }
 
     /// The tenant under `key` once `done` holds of it (`None`: not
@@ -351,19 +380,12 @@ impl TenantCache {
         timeout: Duration,
         done: impl Fn(Option<&ResolvedTenant>) -> bool,
     ) -> Result<Option<Arc<ResolvedTenant>>, LookupError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        let mut changes = self.changes();
+        let mut waiter = self.waiter(timeout);
         loop {
-            // Seen before the read, so a change after it still wakes us.
-            changes.borrow_and_update();
+            waiter.seen();
             let current = self.get_by(key.clone()).await?;
-            if done(current.as_deref()) {
+            if done(current.as_deref()) || !waiter.changed().await {
                 return Ok(current);
-            }
-            match tokio::time::timeout_at(deadline, changes.changed()).await {
-                Ok(Ok(())) => {}
-                // Time is up (or the cache is going away).
-                _ => return Ok(current),
             }
         }
     }

@@ -248,16 +248,12 @@ impl Resolver {
         token: &str,
         wait: Duration,
     ) -> Result<TenantContext, ResolveError> {
-        let deadline = tokio::time::Instant::now() + wait;
-        let mut changes = self.cache.changes();
+        let mut waiter = self.cache.waiter(wait);
         loop {
-            changes.borrow_and_update();
+            waiter.seen();
             match self.resolve(token).await {
-                Err(ResolveError::Provisioning | ResolveError::UnknownTenant)
-                    if tokio::time::Instant::now() < deadline =>
-                {
-                    let woken = tokio::time::timeout_at(deadline, changes.changed()).await;
-                    if !matches!(woken, Ok(Ok(()))) {
+                Err(ResolveError::Provisioning | ResolveError::UnknownTenant) => {
+                    if !waiter.changed().await {
                         // Time is up: the answer as it is now.
                         return self.resolve(token).await;
                     }
