@@ -20,7 +20,7 @@ use uuid::Uuid;
 use model::clerk::{Organization, OrganizationMembership, User};
 use model::{ClerkOrgId, ClerkUserId, DesiredState, TenantId, TenantStatus};
 
-use crate::tenants::{notify_changed, record_event};
+use crate::tenants::{record_event, wake_workers};
 use crate::RegistryError;
 
 /// What a directory write did.
@@ -143,11 +143,10 @@ pub async fn upsert_organization(
                   WHERE clerk_org_id = $1",
             )
             .await?;
+        // A rename gives the reconciler nothing to do; caches hear of it
+        // from the registry's trigger.
         tx.execute(&stmt, &[&org.id.as_str(), &org.name, &slug, &updated_at])
             .await?;
-        if let Some(row) = existing {
-            notify_changed(tx, row.id).await?;
-        }
         return Ok(Change::Applied);
     }
 
@@ -194,7 +193,7 @@ pub async fn upsert_organization(
                 )
                 .await?;
             }
-            notify_changed(tx, TenantId::from(row.get::<_, Uuid>(0))).await?;
+            wake_workers(tx).await?;
             Ok(Change::Applied)
         }
     }
@@ -234,7 +233,7 @@ pub async fn delete_organization(
             json!({ "clerk_org_id": org }),
         )
         .await?;
-        notify_changed(tx, row.id).await?;
+        wake_workers(tx).await?;
         return Ok(Change::Applied);
     }
 

@@ -12,8 +12,9 @@ use crate::tls::ConnectOptions;
 
 /// Woken workers re-scan the registry; payload-free.
 pub const WAKE_CHANNEL: &str = "tenant_plane_reconcile";
-/// A tenant's status or desired state changed; the payload is its id, so
-/// resolver caches can drop it.
+/// Payload: a tenant id whose status, desired state, placement or password
+/// changed: caches drop it, the resolver closes its pool. Sent by the
+/// `tenant_registry_announce` trigger (V8).
 pub const CHANGED_CHANNEL: &str = "tenant_plane_tenant_changed";
 /// Payload: a tenant id whose row changed otherwise (name, slug, attempts,
 /// lease...): caches drop the row, connections may stay. Sent by the

@@ -320,21 +320,12 @@ pub async fn record_event(
     Ok(())
 }
 
-/// Wakes the reconcilers and tells resolvers that `tenant` changed; both
-/// are delivered when the surrounding transaction commits.
-pub async fn notify_changed(
-    client: &impl GenericClient,
-    tenant: TenantId,
-) -> Result<(), RegistryError> {
-    let stmt = client
-        .prepare_cached("SELECT pg_notify($1, ''), pg_notify($2, $3)")
-        .await?;
-    client
-        .execute(
-            &stmt,
-            &[&WAKE_CHANNEL, &CHANGED_CHANNEL, &tenant.to_string()],
-        )
-        .await?;
+/// Wakes the reconcilers when the surrounding transaction commits. Caches
+/// need no word of their own: the `tenant_registry_announce` trigger (V8)
+/// announces every change to the row.
+pub async fn wake_workers(client: &impl GenericClient) -> Result<(), RegistryError> {
+    let stmt = client.prepare_cached("SELECT pg_notify($1, '')").await?;
+    client.execute(&stmt, &[&WAKE_CHANNEL]).await?;
     Ok(())
 }
 
@@ -460,7 +451,7 @@ pub async fn act(
         json!({}),
     )
     .await?;
-    notify_changed(&tx, id).await?;
+    wake_workers(&tx).await?;
     let t = get(&tx, TenantKey::Id(id))
         .await?
         .ok_or(ActionError::NotFound(id))?;

@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use model::{DesiredState, PgIdent, TenantId, TenantStatus};
 use rand::Rng;
-use registry::tenants::{self, notify_changed, record_event, Tenant, PRIVILEGE_MODEL};
+use registry::tenants::{self, record_event, wake_workers, Tenant, PRIVILEGE_MODEL};
 use registry::RegistryError;
 use serde_json::json;
 use uuid::Uuid;
@@ -257,7 +257,7 @@ pub(super) async fn record_progress(
         )
         .await?;
     }
-    notify_changed(tx, t.id).await?;
+    wake_workers(tx).await?;
     if status == TenantStatus::Active && t.status == TenantStatus::Provisioning {
         // From registration (the webhook) to a usable database.
         let seconds = (Utc::now() - t.created_at).num_milliseconds() as f64 / 1000.0;
@@ -329,7 +329,7 @@ pub(super) async fn record_failure(
     )
     .await?;
     if give_up {
-        notify_changed(tx, t.id).await?;
+        wake_workers(tx).await?;
     }
     Ok(Some(status))
 }
