@@ -220,11 +220,10 @@ impl TokenVerifier {
     /// Verifies `token`: from the verdict cache when it was verified before
     /// (its `exp`, `nbf` and key checked again), in full otherwise.
     pub async fn verify(&self, token: &str) -> Result<VerifiedSession, TokenError> {
+        // Before anything, hashing included.
+        check_length(token)?;
         if !self.verdicts.enabled() {
             return self.verify_in_full(token).await.map(|(session, _)| session);
-        }
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(TokenError::Malformed("token too long"));
         }
         let digest = verdicts::digest(token);
         let now = self.clock.now();
@@ -363,14 +362,20 @@ struct CompactJwt<'a> {
     signature: &'a str,
 }
 
+/// Neither empty nor longer than [`MAX_TOKEN_BYTES`].
+fn check_length(token: &str) -> Result<(), TokenError> {
+    if token.is_empty() {
+        return Err(TokenError::Malformed("empty token"));
+    }
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(TokenError::Malformed("token too long"));
+    }
+    Ok(())
+}
+
 impl<'a> CompactJwt<'a> {
     fn parse(token: &'a str) -> Result<Self, TokenError> {
-        if token.is_empty() {
-            return Err(TokenError::Malformed("empty token"));
-        }
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(TokenError::Malformed("token too long"));
-        }
+        check_length(token)?;
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
