@@ -5,9 +5,13 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::ops::Deref;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use deadpool_postgres::{Object, Pool, PoolError};
 use registry::hosts::DbHost;
+use registry::pool::{build_pool, PoolOptions};
 use registry::session::SessionLimits;
 use registry::tls::{ClientCert, ConnectError, ConnectOptions, TlsError, TlsSettings};
 use tokio_postgres::Client;
@@ -48,7 +52,10 @@ impl HostError {
     }
 }
 
-/// Opens admin connections to hosts with passwords from configuration.
+/// Opens admin connections to hosts with passwords from configuration, and
+/// keeps a small pool of admin sessions in each host's `postgres` database
+/// for the reconciler's statements on roles and databases: a SCRAM handshake
+/// (and a TLS one) per tenant step was most of the cost of a claim.
 #[derive(Clone, Default)]
 pub struct HostConnector {
     passwords: HashMap<String, String>,
@@ -56,6 +63,47 @@ pub struct HostConnector {
     session: SessionLimits,
     tls_defaults: TlsSettings,
     client_certs: HashMap<String, ClientCert>,
+    admin_pool_size: usize,
+    /// Per host name: the settings the pool was built with, and the pool.
+    /// A host whose address, user or TLS changed gets a new pool.
+    admin_pools: Arc<Mutex<HashMap<String, (String, Pool)>>>,
+}
+
+/// Idle admin sessions kept per host unless `with_admin_pool` says otherwise.
+const DEFAULT_ADMIN_POOL: usize = 4;
+
+/// An admin session in a host's `postgres` database, from the host's pool.
+/// It goes back to the pool only through [`AdminSession::release`], after
+/// work that ended cleanly; dropped otherwise (an error, or an attempt cut
+/// off by its deadline with a statement possibly still running), it is
+/// closed, so no later step inherits a session in an unknown state.
+pub struct AdminSession {
+    conn: Option<Object>,
+}
+
+impl AdminSession {
+    /// Returns the session to its pool.
+    pub fn release(mut self) {
+        drop(self.conn.take());
+    }
+}
+
+impl Deref for AdminSession {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        self.conn
+            .as_ref()
+            .expect("an admin session holds its connection until dropped")
+    }
+}
+
+impl Drop for AdminSession {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            drop(Object::take(conn));
+        }
+    }
 }
 
 impl fmt::Debug for HostConnector {
@@ -75,7 +123,16 @@ impl HostConnector {
             session: SessionLimits::default(),
             tls_defaults: TlsSettings::default(),
             client_certs: HashMap::new(),
+            admin_pool_size: DEFAULT_ADMIN_POOL,
+            admin_pools: Arc::default(),
         }
+    }
+
+    /// At most `size` admin sessions per host (the workers' concurrency,
+    /// plus the warm pool's refill).
+    pub fn with_admin_pool(mut self, size: usize) -> Self {
+        self.admin_pool_size = size.max(1);
+        self
     }
 
     /// The TLS settings of hosts that leave theirs unset: database.url's
@@ -120,8 +177,8 @@ impl HostConnector {
         self
     }
 
-    /// A connection to `dbname` on `host` as its admin user.
-    pub async fn connect(&self, host: &DbHost, dbname: &str) -> Result<Client, HostError> {
+    /// What connecting to `dbname` on `host` as its admin user takes.
+    fn options(&self, host: &DbHost, dbname: &str) -> Result<ConnectOptions, HostError> {
         let password = self.passwords.get(&host.name).ok_or_else(|| {
             HostError::NoPassword(host.name.clone(), host.name.to_ascii_uppercase())
         })?;
@@ -136,26 +193,91 @@ impl HostConnector {
         if let Some(t) = self.connect_timeout {
             config.connect_timeout(t);
         }
-        self.session.apply(&mut config);
-        ConnectOptions::new(config, self.tls_for(host)?)
-            .connect_spawned()
-            .await
-            .map_err(|e| match e {
-                ConnectError::Settings(source) => HostError::Tls {
-                    host: host.name.clone(),
-                    source,
-                },
-                ConnectError::Connect { source, .. } => HostError::Connect {
-                    host: host.name.clone(),
-                    addr: format!("{}:{}", host.host, host.port),
-                    user: host.admin_user.clone(),
-                    source,
-                },
-                ConnectError::Timeout { after, .. } => HostError::Timeout {
-                    host: host.name.clone(),
-                    addr: format!("{}:{}", host.host, host.port),
-                    after,
-                },
-            })
+        Ok(ConnectOptions::new(config, self.tls_for(host)?))
+    }
+
+    /// A new connection to `dbname` on `host` as its admin user.
+    pub async fn connect(&self, host: &DbHost, dbname: &str) -> Result<Client, HostError> {
+        let mut options = self.options(host, dbname)?;
+        self.session.apply(&mut options.config);
+        options.connect_spawned().await.map_err(|e| match e {
+            ConnectError::Settings(source) => HostError::Tls {
+                host: host.name.clone(),
+                source,
+            },
+            ConnectError::Connect { source, .. } => connect_failed(host, source),
+            ConnectError::Timeout { after, .. } => timed_out(host, after),
+        })
+    }
+
+    /// An admin session in `host`'s `postgres` database, from its pool (a
+    /// new connection when none is idle).
+    pub async fn admin(&self, host: &DbHost) -> Result<AdminSession, HostError> {
+        let pool = self.admin_pool(host)?;
+        let conn = pool.get().await.map_err(|e| match e {
+            PoolError::Backend(source) => connect_failed(host, source),
+            _ => timed_out(host, self.connect_timeout.unwrap_or(DEFAULT_WAIT)),
+        })?;
+        Ok(AdminSession { conn: Some(conn) })
+    }
+
+    fn admin_pool(&self, host: &DbHost) -> Result<Pool, HostError> {
+        let key = format!(
+            "{}:{}:{}:{:?}",
+            host.host,
+            host.port,
+            host.admin_user,
+            self.tls_for(host)?
+        );
+        let mut pools = self
+            .admin_pools
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some((built_for, pool)) = pools.get(&host.name) {
+            if *built_for == key {
+                return Ok(pool.clone());
+            }
+        }
+        let timeout = self.connect_timeout.unwrap_or(DEFAULT_WAIT);
+        let pool = build_pool(
+            self.options(host, "postgres")?,
+            &PoolOptions {
+                max_size: self.admin_pool_size.max(1),
+                connect_timeout: timeout,
+                wait_timeout: timeout,
+                session: self.session.clone(),
+            },
+        )
+        .map_err(|e| match e {
+            registry::pool::PoolSetupError::Url(source) => HostError::Tls {
+                host: host.name.clone(),
+                source,
+            },
+            registry::pool::PoolSetupError::Build(_) => {
+                unreachable!("a pool with a runtime and timeouts always builds")
+            }
+        })?;
+        pools.insert(host.name.clone(), (key, pool.clone()));
+        Ok(pool)
+    }
+}
+
+/// How long a checkout waits when no connect timeout is configured.
+const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
+fn connect_failed(host: &DbHost, source: tokio_postgres::Error) -> HostError {
+    HostError::Connect {
+        host: host.name.clone(),
+        addr: format!("{}:{}", host.host, host.port),
+        user: host.admin_user.clone(),
+        source,
+    }
+}
+
+fn timed_out(host: &DbHost, after: Duration) -> HostError {
+    HostError::Timeout {
+        host: host.name.clone(),
+        addr: format!("{}:{}", host.host, host.port),
+        after,
     }
 }

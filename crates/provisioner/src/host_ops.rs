@@ -34,17 +34,6 @@ pub(crate) async fn role_exists(admin: &Client, role: &PgIdent) -> Result<bool, 
         .is_some())
 }
 
-pub(crate) async fn database_exists(admin: &Client, db: &PgIdent) -> Result<bool, HostSqlError> {
-    Ok(admin
-        .query_opt(
-            "SELECT 1 FROM pg_database WHERE datname = $1",
-            &[&db.as_str()],
-        )
-        .await
-        .map_err(sql("look up database"))?
-        .is_some())
-}
-
 /// Creates the NOLOGIN role that owns a tenant's database and objects.
 pub(crate) async fn ensure_owner_role(admin: &Client, owner: &PgIdent) -> Result<(), HostSqlError> {
     if role_exists(admin, owner).await? {
@@ -98,50 +87,122 @@ pub(crate) async fn ensure_admin_member(
     if able {
         return Ok(());
     }
-    let grant = if v16 {
-        format!("GRANT {role} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE")
-    } else {
-        format!("GRANT {role} TO CURRENT_USER")
-    };
     admin
-        .batch_execute(&grant)
+        .batch_execute(&admin_grant(role, v16))
         .await
         .map_err(sql("grant the admin the role"))
 }
 
-/// Creates the login role, or brings an existing one back to LOGIN with the
-/// password on record, and applies its plan's limits. The password goes over
-/// the wire as a SCRAM verifier, so the plaintext never reaches server logs.
-pub(crate) async fn ensure_login_role(
+/// Grants the admin what it needs to act as `role`: INHERIT and SET on 16
+/// and later, membership on 15.
+fn admin_grant(role: &PgIdent, v16: bool) -> String {
+    if v16 {
+        format!("GRANT {role} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE;")
+    } else {
+        format!("GRANT {role} TO CURRENT_USER;")
+    }
+}
+
+/// What a host holds of one tenant, read in one round trip before any
+/// change, so the changes can go in one batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Survey {
+    superuser: bool,
+    v16: bool,
+    pub template: bool,
+    pub database: bool,
+    owner: bool,
+    login: bool,
+    /// The admin can already act as the owner role.
+    admin_is_owner: bool,
+}
+
+pub(crate) async fn survey(
     admin: &Client,
-    role: &PgIdent,
+    template: &PgIdent,
+    database: &PgIdent,
+    owner: &PgIdent,
+    login: &PgIdent,
+) -> Result<Survey, HostSqlError> {
+    let row = admin
+        .query_one(
+            "SELECT r.rolsuper, current_setting('server_version_num')::int >= 160000,
+                    EXISTS (SELECT 1 FROM pg_database WHERE datname = $1),
+                    EXISTS (SELECT 1 FROM pg_database WHERE datname = $2),
+                    EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $3),
+                    EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $4),
+                    CASE WHEN NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $3) THEN false
+                         WHEN current_setting('server_version_num')::int >= 160000
+                         THEN pg_has_role(current_user, $3, 'USAGE')
+                              AND pg_has_role(current_user, $3, 'SET')
+                         ELSE pg_has_role(current_user, $3, 'USAGE')
+                              AND pg_has_role(current_user, $3, 'MEMBER') END
+               FROM pg_roles r WHERE r.rolname = current_user",
+            &[
+                &template.as_str(),
+                &database.as_str(),
+                &owner.as_str(),
+                &login.as_str(),
+            ],
+        )
+        .await
+        .map_err(sql("survey the host"))?;
+    Ok(Survey {
+        superuser: row.get(0),
+        v16: row.get(1),
+        template: row.get(2),
+        database: row.get(3),
+        owner: row.get(4),
+        login: row.get(5),
+        admin_is_owner: row.get(6),
+    })
+}
+
+/// Brings a tenant's two roles to the model in one batch (one transaction):
+/// the NOLOGIN owner, the admin able to act as it, and the login role with
+/// the password on record and its plan's limits. A new login role starts
+/// NOLOGIN; [`open_sql`] lets it in once its database is ready. An existing
+/// one keeps its LOGIN state. The password goes over the wire as a SCRAM
+/// verifier, so the plaintext never reaches server logs.
+pub(crate) async fn prepare_roles(
+    admin: &Client,
+    found: &Survey,
+    owner: &PgIdent,
+    login: &PgIdent,
     password: &str,
     limits: &Limits,
 ) -> Result<(), HostSqlError> {
-    let verifier = postgres_protocol::password::scram_sha_256(password.as_bytes());
-    let options = format!("LOGIN NOINHERIT PASSWORD {}", quote_literal(&verifier));
-    let mut created = false;
-    if !role_exists(admin, role).await? {
-        match admin
-            .batch_execute(&format!("CREATE ROLE {role} {options}"))
-            .await
-        {
-            Ok(()) => created = true,
-            // Created concurrently: fall through to ALTER.
-            Err(e) if e.code() == Some(&SqlState::DUPLICATE_OBJECT) => {}
-            Err(e) => return Err(sql("create role")(e)),
-        }
+    let verifier = quote_literal(&postgres_protocol::password::scram_sha_256(
+        password.as_bytes(),
+    ));
+    let mut batch = String::new();
+    if !found.owner {
+        batch.push_str(&format!("CREATE ROLE {owner} NOLOGIN;"));
     }
-    if !created {
-        admin
-            .batch_execute(&format!("ALTER ROLE {role} {options}"))
-            .await
-            .map_err(sql("alter role"))?;
+    if !found.superuser && !found.admin_is_owner {
+        batch.push_str(&admin_grant(owner, found.v16));
     }
+    if found.login {
+        batch.push_str(&format!(
+            "ALTER ROLE {login} NOINHERIT PASSWORD {verifier};"
+        ));
+    } else {
+        batch.push_str(&format!(
+            "CREATE ROLE {login} NOLOGIN NOINHERIT PASSWORD {verifier};"
+        ));
+    }
+    batch.push_str(&limits.statements(login));
     admin
-        .batch_execute(&limits.statements(role))
+        .batch_execute(&batch)
         .await
-        .map_err(sql("apply plan limits"))
+        .map_err(sql("prepare roles"))
+}
+
+/// Lets the tenant in: LOGIN for its role, CONNECT and TEMPORARY on its
+/// database. Runs on any database of the host (roles and database ACLs are
+/// cluster-wide), so it can share a transaction with the last step.
+pub(crate) fn open_sql(db: &PgIdent, login: &PgIdent) -> String {
+    format!("ALTER ROLE {login} LOGIN; GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {login};")
 }
 
 /// NOLOGIN, then end the role's sessions so that it is locked out now, not at
@@ -163,6 +224,28 @@ pub(crate) async fn disable_role(admin: &Client, role: &PgIdent) -> Result<(), H
     Ok(())
 }
 
+/// How CREATE DATABASE copies the template (`tenants.clone_strategy`).
+/// `wal_log` (PostgreSQL's default since 15) copies block by block through
+/// the WAL; `file_copy` copies the files and checkpoints twice, which wins
+/// for large templates and loses for small ones on a busy server (see
+/// docs/benchmarks.md, provisioning).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloneStrategy {
+    #[default]
+    WalLog,
+    FileCopy,
+}
+
+impl CloneStrategy {
+    fn sql(self) -> &'static str {
+        match self {
+            CloneStrategy::WalLog => "WAL_LOG",
+            CloneStrategy::FileCopy => "FILE_COPY",
+        }
+    }
+}
+
 /// Clones `template` as `db`, owned by `owner` and closed to connections
 /// until [`open_database`]; a database that already exists (an earlier
 /// attempt got this far) counts as done.
@@ -171,9 +254,13 @@ pub(crate) async fn create_database(
     db: &PgIdent,
     template: &PgIdent,
     owner: &PgIdent,
+    strategy: CloneStrategy,
 ) -> Result<(), HostSqlError> {
-    let create =
-        format!("CREATE DATABASE {db} TEMPLATE {template} OWNER {owner} ALLOW_CONNECTIONS false");
+    let create = format!(
+        "CREATE DATABASE {db} TEMPLATE {template} OWNER {owner} STRATEGY {} \
+         ALLOW_CONNECTIONS false",
+        strategy.sql()
+    );
     match admin.batch_execute(&create).await {
         Ok(()) => {
             tracing::info!(db = db.as_str(), "created tenant database");
@@ -236,17 +323,15 @@ pub(crate) async fn close_database(
     Ok(())
 }
 
-/// Lets the tenant's role connect to its database (and create temporary
-/// tables there): the last step of provisioning.
+/// Lets the tenant's role log in and connect to its database (and create
+/// temporary tables there): the last step of provisioning.
 pub(crate) async fn open_database(
     admin: &Client,
     db: &PgIdent,
     login: &PgIdent,
 ) -> Result<(), HostSqlError> {
     admin
-        .batch_execute(&format!(
-            "GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {login}"
-        ))
+        .batch_execute(&open_sql(db, login))
         .await
         .map_err(sql("open database"))
 }

@@ -21,4 +21,4 @@ pub mod rollout;
 pub mod template;
 
 pub use connector::{HostConnector, HostError};
-pub use host_ops::HostSqlError;
+pub use host_ops::{CloneStrategy, HostSqlError};

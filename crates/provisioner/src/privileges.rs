@@ -58,6 +58,15 @@ async fn run_generated(
     Ok(statements)
 }
 
+/// A `DO` block that runs, server-side, each statement `query` yields
+/// (its first column). For steps whose statements need not come back to us.
+fn execute_each(query: &str) -> String {
+    format!(
+        "DO $tenant_plane$ DECLARE s text; BEGIN FOR s IN {query} LOOP EXECUTE s; END LOOP; END \
+         $tenant_plane$;"
+    )
+}
+
 /// The first column of every row of `query`, run with the login role's name.
 async fn names(
     client: &impl GenericClient,
@@ -242,23 +251,24 @@ pub(crate) async fn hand_over(
     client: &impl GenericClient,
     owner: &PgIdent,
 ) -> Result<(), HostSqlError> {
-    let owner = owner.to_string();
-    run_generated(
-        client,
-        "hand schemas to the owner",
-        &format!(
+    client
+        .batch_execute(&hand_over_sql(owner))
+        .await
+        .map_err(sql("hand objects to the owner"))
+}
+
+/// The statements of [`hand_over`], run server-side: one round trip, not
+/// one per object of the template.
+fn hand_over_sql(owner: &PgIdent) -> String {
+    let owner = quote_literal(&owner.to_string());
+    [
+        format!(
             "SELECT format('ALTER SCHEMA %I OWNER TO %s', n.nspname, $1::text)
                FROM pg_namespace n
               WHERE {USER_SCHEMAS} AND n.nspowner <> to_regrole($1)
                 AND n.nspowner <> 'pg_database_owner'::regrole"
-        ),
-        &[&owner],
-    )
-    .await?;
-    run_generated(
-        client,
-        "hand relations to the owner",
-        &format!(
+),
+        format!(
             "SELECT format('ALTER %s %s OWNER TO %s',
                            CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
                                           WHEN 'f' THEN 'FOREIGN TABLE' WHEN 'S' THEN 'SEQUENCE'
@@ -274,25 +284,13 @@ pub(crate) async fn hand_over(
                            AND d.deptype IN ('a', 'i')))
                 -- Partitions follow their parent.
                 AND NOT c.relispartition"
-        ),
-        &[&owner],
-    )
-    .await?;
-    run_generated(
-        client,
-        "hand routines to the owner",
-        &format!(
+),
+        format!(
             "SELECT format('ALTER ROUTINE %s OWNER TO %s', p.oid::regprocedure, $1::text)
                FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
               WHERE {USER_SCHEMAS} AND p.prokind IN ('f', 'p') AND p.proowner <> to_regrole($1)"
-        ),
-        &[&owner],
-    )
-    .await?;
-    run_generated(
-        client,
-        "hand types to the owner",
-        &format!(
+),
+        format!(
             "SELECT format('ALTER %s %s OWNER TO %s',
                            CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END,
                            t.oid::regtype, $1::text)
@@ -301,11 +299,11 @@ pub(crate) async fn hand_over(
                 AND (t.typtype IN ('e', 'd', 'r')
                      OR (t.typtype = 'c' AND EXISTS (
                             SELECT 1 FROM pg_class c WHERE c.oid = t.typrelid AND c.relkind = 'c')))"
-        ),
-        &[&owner],
-    )
-    .await?;
-    Ok(())
+),
+    ]
+    .iter()
+    .map(|q| execute_each(&q.replace("$1", &owner)))
+    .collect()
 }
 
 /// The login role's rights: exactly the model's, on every schema but
@@ -315,11 +313,16 @@ pub(crate) async fn grant(
     owner: &PgIdent,
     login: &PgIdent,
 ) -> Result<(), HostSqlError> {
-    run_generated(
-        client,
-        "grant the tenant role its rights",
-        &format!(
-            "SELECT format(
+    client
+        .batch_execute(&grant_sql(owner, login))
+        .await
+        .map_err(sql("grant the tenant role its rights"))
+}
+
+/// The statements of [`grant`], run server-side in one round trip.
+fn grant_sql(owner: &PgIdent, login: &PgIdent) -> String {
+    let query = format!(
+        "SELECT format(
                  'REVOKE ALL ON SCHEMA %1$I FROM PUBLIC, %2$s;
                   REVOKE ALL ON ALL TABLES IN SCHEMA %1$I FROM PUBLIC, %2$s;
                   REVOKE ALL ON ALL SEQUENCES IN SCHEMA %1$I FROM PUBLIC, %2$s;
@@ -342,11 +345,13 @@ pub(crate) async fn grant(
                FROM pg_namespace n
               WHERE {USER_SCHEMAS}
               ORDER BY n.nspname"
-        ),
-        &[&login.to_string(), &owner.to_string(), &SCHEMA],
+    );
+    execute_each(
+        &query
+            .replace("$1", &quote_literal(&login.to_string()))
+            .replace("$2", &quote_literal(&owner.to_string()))
+            .replace("$3", &quote_literal(SCHEMA)),
     )
-    .await?;
-    Ok(())
 }
 
 /// Brings a tenant database to the current model, in one transaction:
@@ -368,6 +373,39 @@ pub async fn apply(
     grant(&tx, owner, login).await?;
     tx.commit().await.map_err(sql("commit"))?;
     Ok(changed)
+}
+
+/// [`apply`] for a database this pass has just cloned from the template,
+/// which nobody else has connected to (it was created closed to
+/// connections), so it holds nothing of the tenant's to move or drop: its
+/// objects go to `owner`, the login role gets its rights, and `open` (the
+/// statements that let the tenant in) runs in the same transaction, all in
+/// one round trip. Returns the template version the clone carries (`None`
+/// only if the server answered no row, which its query always has).
+pub async fn apply_fresh(
+    client: &Client,
+    owner: &PgIdent,
+    login: &PgIdent,
+    open: &str,
+) -> Result<Option<i32>, HostSqlError> {
+    let batch = format!(
+        "BEGIN; SET LOCAL search_path = pg_catalog; {} {} {open};
+         SELECT coalesce(max(version), 0)::text FROM {HISTORY_TABLE}; COMMIT;",
+        hand_over_sql(owner),
+        grant_sql(owner, login),
+    );
+    let messages = match client.simple_query(&batch).await {
+        Ok(messages) => messages,
+        Err(e) => {
+            // Leave the session usable for the caller's next statement.
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(sql("set up the new database")(e));
+        }
+    };
+    Ok(messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
+        _ => None,
+    }))
 }
 
 /// The template version the database's own migration history shows.

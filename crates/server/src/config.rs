@@ -88,6 +88,10 @@ pub struct TenantSettings {
     pub retention: Duration,
     pub default_host_capacity: i32,
     pub template_dir: Option<PathBuf>,
+    /// How CREATE DATABASE copies the template: `wal_log` or `file_copy`.
+    pub clone_strategy: provisioner::CloneStrategy,
+    /// Spare databases kept ready per accepting host (0 turns the pool off).
+    pub warm_pool: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

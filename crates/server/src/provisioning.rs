@@ -58,7 +58,9 @@ pub fn host_connector(settings: &Settings) -> anyhow::Result<HostConnector> {
     let tls = registry::pool::parse_url(settings.database_url()?)?.tls;
     let mut connector = HostConnector::new(settings.database.connect_timeout)
         .with_tls_defaults(tls.clone())
-        .with_session_limits(settings.worker_session_limits());
+        .with_session_limits(settings.worker_session_limits())
+        // One admin session per worker, and one for the warm pool's refill.
+        .with_admin_pool(settings.worker.concurrency + 1);
     if let Some(cert) = tls.client_cert() {
         connector = connector.with_client_cert(DEFAULT_HOST, cert.clone());
     }
@@ -101,6 +103,7 @@ pub fn reconciler(settings: &Settings, pool: Pool) -> anyhow::Result<Arc<Reconci
             plans: settings.plans()?,
             attempt_timeout: settings.worker.attempt_timeout,
             lease: settings.worker.lease,
+            clone_strategy: settings.tenants.clone_strategy,
             pause_at: std::env::var(PAUSE_AT_ENV).ok().filter(|s| !s.is_empty()),
         },
     )))

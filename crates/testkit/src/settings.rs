@@ -23,8 +23,8 @@ impl TestSettings {
     /// [`crate::PrefixGuard`]'s), a fresh webhook secret and crypto key,
     /// HTTP on 127.0.0.1 port 0, no background worker (tests drain the
     /// reconciler themselves), fast retries (backoff 10 ms to 50 ms, a
-    /// 200 ms poll when the worker is turned on) and no retention of
-    /// deleted tenants.
+    /// 200 ms poll when the worker is turned on), no retention of deleted
+    /// tenants and no warm pool (tests of the pool turn it on).
     pub fn new(database_url: &str, prefix: &str) -> Self {
         Self { vars: Vec::new() }
             .set(DATABASE_URL, database_url)
@@ -32,6 +32,7 @@ impl TestSettings {
             .set("TENANT_PLANE__HTTP__BIND", "127.0.0.1:0")
             .set("TENANT_PLANE__TENANTS__PREFIX", prefix)
             .set("TENANT_PLANE__TENANTS__RETENTION", "0s")
+            .set("TENANT_PLANE__TENANTS__WARM_POOL", "0")
             .set(
                 "TENANT_PLANE__CRYPTO__KEY",
                 crate::secrets::random_crypto_key(),

@@ -38,7 +38,7 @@ use ledger::{Lease, Progress, Retry};
 use uuid::Uuid;
 
 use crate::connector::{HostConnector, HostError};
-use crate::host_ops::{self, HostSqlError};
+use crate::host_ops::{self, CloneStrategy, HostSqlError};
 use crate::limits::{Plans, UnknownPlan};
 use crate::privileges;
 use crate::template::{self, TemplateError, TemplateReport, Templates};
@@ -59,6 +59,8 @@ pub struct ReconcilerSettings {
     /// How long a claim is held; longer than `attempt_timeout`, so only a
     /// worker that died loses its lease.
     pub lease: Duration,
+    /// How CREATE DATABASE copies the template.
+    pub clone_strategy: CloneStrategy,
     /// Test hook: stop (and wait to be killed) when this step is reached.
     pub pause_at: Option<String>,
 }
@@ -428,16 +430,22 @@ impl Reconciler {
             CredentialsError::Crypto(e) => StepError::Crypto(e),
             CredentialsError::NotPlaced(_) => StepError::Inconsistent("no sealed password"),
         })?;
-        let admin = self.connector.connect(host, "postgres").await?;
+        let admin = self.connector.admin(host).await?;
 
         let template = self.settings.prefix.template_ident();
-        if !host_ops::database_exists(&admin, &template).await? {
+        let found = host_ops::survey(
+            &admin,
+            &template,
+            &names.database,
+            &names.owner,
+            &names.role,
+        )
+        .await?;
+        if !found.template {
             self.build_template(host).await?;
         }
-
-        host_ops::ensure_owner_role(&admin, &names.owner).await?;
-        host_ops::ensure_admin_member(&admin, &names.owner).await?;
-        host_ops::ensure_login_role(&admin, &names.role, &password, limits).await?;
+        host_ops::prepare_roles(&admin, &found, &names.owner, &names.role, &password, limits)
+            .await?;
         // Moving a database of the first model takes the login role's own
         // objects from it.
         if t.privilege_model < PRIVILEGE_MODEL {
@@ -445,49 +453,47 @@ impl Reconciler {
         }
         self.pause_at("role").await;
 
-        if !host_ops::database_exists(&admin, &names.database).await? {
-            // Held until the clone is done: no template migration meanwhile.
-            let lock_failed = |source| StepError::TemplateLock {
-                host: host.name.clone(),
-                source,
-            };
-            let mut control = self
-                .control
-                .get()
-                .await
-                .map_err(|e| lock_failed(e.into()))?;
-            let lock = control
-                .transaction()
-                .await
-                .map_err(|e| lock_failed(e.into()))?;
-            template_versions::lock_for_clone(&lock, host.id, self.settings.attempt_timeout)
-                .await
-                .map_err(lock_failed)?;
-            host_ops::create_database(&admin, &names.database, &template, &names.owner).await?;
-            lock.commit().await.map_err(|e| lock_failed(e.into()))?;
+        let fresh = !found.database;
+        if fresh {
+            self.clone_template(&admin, host, &names, &template).await?;
         }
         self.pause_at("database").await;
 
         // Nobody but the admin reaches the database until its privileges
-        // are set; then the tenant's role may connect.
+        // are set; then the tenant's role may log in and connect.
         host_ops::secure_database(&admin, &names.database, &names.owner, &names.role).await?;
-        if t.privilege_model < PRIVILEGE_MODEL {
-            // Until the move below is done, the tenant may still create
-            // objects: none of its sessions may run meanwhile.
-            host_ops::close_database(&admin, &names.database, &names.role).await?;
-        }
+        let open = host_ops::open_sql(&names.database, &names.role);
         let mut tenant_db = self
             .connector
             .connect(host, names.database.as_str())
             .await?;
-        let changed = privileges::apply(&mut tenant_db, &names.owner, &names.role).await?;
-        if !changed.is_empty() {
-            tracing::warn!(?changed, "moved the tenant database to the privilege model");
-        }
-        let version = privileges::template_version(&tenant_db).await?;
+        let (version, changed) = if fresh && t.privilege_model >= PRIVILEGE_MODEL {
+            // Cloned by this pass and closed to everyone since: nothing of
+            // the tenant's is inside, and one round trip sets it up.
+            let version = privileges::apply_fresh(&tenant_db, &names.owner, &names.role, &open)
+                .await?
+                .ok_or(StepError::Inconsistent(
+                    "the new database shows no template version",
+                ))?;
+            (version, Vec::new())
+        } else {
+            if t.privilege_model < PRIVILEGE_MODEL {
+                // Until the move below is done, the tenant may still create
+                // objects: none of its sessions may run meanwhile.
+                host_ops::close_database(&admin, &names.database, &names.role).await?;
+            }
+            let changed = privileges::apply(&mut tenant_db, &names.owner, &names.role).await?;
+            if !changed.is_empty() {
+                tracing::warn!(?changed, "moved the tenant database to the privilege model");
+            }
+            let version = privileges::template_version(&tenant_db).await?;
+            self.pause_at("grants").await;
+            host_ops::open_database(&admin, &names.database, &names.role).await?;
+            (version, changed)
+        };
         drop(tenant_db);
-        self.pause_at("grants").await;
-        host_ops::open_database(&admin, &names.database, &names.role).await?;
+        admin.release();
+        self.pause_at("opened").await;
 
         Ok(Progress::Reached {
             status: TenantStatus::Active,
@@ -502,6 +508,43 @@ impl Reconciler {
         })
     }
 
+    /// Clones the host's template as the tenant's database, holding the
+    /// template's shared lock so that no template migration runs meanwhile.
+    async fn clone_template(
+        &self,
+        admin: &tokio_postgres::Client,
+        host: &DbHost,
+        names: &Names,
+        template: &PgIdent,
+    ) -> Result<(), StepError> {
+        let lock_failed = |source| StepError::TemplateLock {
+            host: host.name.clone(),
+            source,
+        };
+        let mut control = self
+            .control
+            .get()
+            .await
+            .map_err(|e| lock_failed(e.into()))?;
+        let lock = control
+            .transaction()
+            .await
+            .map_err(|e| lock_failed(e.into()))?;
+        template_versions::lock_for_clone(&lock, host.id, self.settings.attempt_timeout)
+            .await
+            .map_err(lock_failed)?;
+        host_ops::create_database(
+            admin,
+            &names.database,
+            template,
+            &names.owner,
+            self.settings.clone_strategy,
+        )
+        .await?;
+        lock.commit().await.map_err(|e| lock_failed(e.into()))?;
+        Ok(())
+    }
+
     #[tracing::instrument(name = "make_suspended", skip_all)]
     async fn make_suspended(
         &self,
@@ -510,8 +553,9 @@ impl Reconciler {
     ) -> Result<Progress, StepError> {
         if let Some((p, host)) = t.placement.as_ref().zip(host) {
             let names = self.names(t, p)?;
-            let admin = self.connector.connect(host, "postgres").await?;
+            let admin = self.connector.admin(host).await?;
             host_ops::disable_role(&admin, &names.role).await?;
+            admin.release();
         }
         Ok(Progress::Reached {
             status: TenantStatus::Suspended,
@@ -531,7 +575,7 @@ impl Reconciler {
             });
         };
         let names = self.names(t, p)?;
-        let admin = self.connector.connect(host, "postgres").await?;
+        let admin = self.connector.admin(host).await?;
         host_ops::disable_role(&admin, &names.role).await?;
         self.pause_at("disabled").await;
 
@@ -541,12 +585,14 @@ impl Reconciler {
                     .unwrap_or(chrono::Duration::MAX)
         });
         if purge_after > Utc::now() {
+            admin.release();
             return Ok(Progress::Retained { purge_after });
         }
         host_ops::drop_database(&admin, &names.database).await?;
         self.pause_at("dropped_database").await;
         host_ops::drop_role(&admin, &names.role).await?;
         host_ops::drop_role(&admin, &names.owner).await?;
+        admin.release();
         tracing::info!(
             db = names.database.as_str(),
             "dropped tenant database and roles"

@@ -108,6 +108,7 @@ impl Provisioned {
                 plans: Default::default(),
                 attempt_timeout: Duration::from_secs(60),
                 lease: Duration::from_secs(120),
+                clone_strategy: Default::default(),
                 pause_at: None,
             },
         ));

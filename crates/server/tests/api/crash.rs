@@ -32,7 +32,7 @@ async fn restart_until(app: &TestApp, org: &str, want: TenantStatus) {
 async fn a_worker_killed_at_any_step_is_repaired_by_the_next_one() {
     let app = spawn_app_with(&SHORT_LEASE).await;
 
-    for step in ["claimed", "role", "database", "grants"] {
+    for step in ["claimed", "role", "database", "opened"] {
         let ids = app.create_org(step).await;
         let org = ids.org_id.as_str();
         kill_at(&app, step).await;

@@ -695,10 +695,11 @@ async fn old_model_tenants_are_upgraded_without_ever_running_their_planted_code(
 #[tokio::test]
 async fn a_new_database_is_unreachable_until_its_privileges_are_set() {
     let app = crate::helpers::spawn_app_with(&crate::helpers::SHORT_LEASE).await;
-    // Paused after CREATE DATABASE, the database is closed to everyone;
-    // paused after the privileges inside are set, it is open but the tenant
-    // has no CONNECT yet.
-    for (step, open, code) in [("database", false, "55000"), ("grants", true, "42501")] {
+    // Paused once the roles exist, and again after CREATE DATABASE: the
+    // login role cannot log in (LOGIN comes in the same transaction as the
+    // grants, the last step), and the database is closed to connections
+    // (to every role: PUBLIC's default CONNECT is revoked only after this).
+    for step in ["role", "database"] {
         let org = app.create_org(step).await.org_id.as_str().to_owned();
         let mut worker = spawn_worker(&app, Some(step));
         wait_for_stderr(&mut worker, &format!("paused at step {step}"), DEADLINE).await;
@@ -708,27 +709,33 @@ async fn a_new_database_is_unreachable_until_its_privileges_are_set() {
         let creds = app.credentials(&org).await;
         assert!(
             app.role_exists(creds.role.as_str()).await,
-            "the role exists: it is the database that refuses"
+            "the role exists: it is its login that is refused"
         );
         let err = connect_as(&creds, creds.dbname.as_str())
             .await
             .expect_err("the tenant reached a database still being provisioned");
-        assert_eq!(sqlstate(&err), Some(code), "at {step}: {err}");
-        let row = app
+        assert_eq!(sqlstate(&err), Some("28000"), "at {step}: {err}");
+        let can_login: bool = app
             .client
             .query_one(
-                "SELECT datallowconn, has_database_privilege($2::name, oid, 'CONNECT')
-                   FROM pg_database WHERE datname = $1",
-                &[&creds.dbname.as_str(), &creds.role.as_str()],
+                "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+                &[&creds.role.as_str()],
             )
             .await
-            .unwrap();
-        assert_eq!(row.get::<_, bool>(0), open, "datallowconn at {step}");
-        if open {
-            assert!(
-                !row.get::<_, bool>(1),
-                "CONNECT before the grants at {step}"
-            );
+            .unwrap()
+            .get(0);
+        assert!(!can_login, "LOGIN before the grants at {step}");
+        if step == "database" {
+            let allowed: bool = app
+                .client
+                .query_one(
+                    "SELECT datallowconn FROM pg_database WHERE datname = $1",
+                    &[&creds.dbname.as_str()],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            assert!(!allowed, "datallowconn at {step}");
         }
 
         worker.kill().await.expect("SIGKILL the worker");
