@@ -13,6 +13,10 @@ const ID_LEN: usize = 32;
 const TEMPLATE_SUFFIX: &str = "template";
 /// A tenant's owner role is its name and this suffix.
 const OWNER_SUFFIX: &str = "_owner";
+/// A warm-pool spare's name is the prefix, this infix and 24 hex digits (a
+/// tenant's 32 would not fit beside the owner suffix and a long prefix).
+const SPARE_INFIX: &str = "spare_";
+const SPARE_ID_LEN: usize = 24;
 /// The longest prefix: a tenant's owner role name (prefix, id, suffix) must
 /// fit in an identifier.
 const MAX_PREFIX: usize = MAX_IDENT - ID_LEN - OWNER_SUFFIX.len();
@@ -70,6 +74,31 @@ impl TenantPrefix {
     /// are handed to the tenant's owner, a fresh clone's).
     pub fn template_owner_ident(&self) -> PgIdent {
         PgIdent(format!("{}{TEMPLATE_SUFFIX}{OWNER_SUFFIX}", self.0))
+    }
+
+    /// The database and login role of warm-pool spare `spare`, until a
+    /// claim renames them to a tenant's.
+    pub fn spare_ident(&self, spare: uuid::Uuid) -> PgIdent {
+        let hex = spare.simple().to_string();
+        PgIdent(format!(
+            "{}{SPARE_INFIX}{}",
+            self.0,
+            &hex[hex.len() - SPARE_ID_LEN..]
+        ))
+    }
+
+    /// The NOLOGIN owner role of warm-pool spare `spare`.
+    pub fn spare_owner_ident(&self, spare: uuid::Uuid) -> PgIdent {
+        PgIdent(format!("{}{OWNER_SUFFIX}", self.spare_ident(spare).0))
+    }
+
+    /// True when `name` is a spare's database, login or owner role under
+    /// this prefix.
+    pub fn owns_spare_name(&self, name: &str) -> bool {
+        let base = name.strip_suffix(OWNER_SUFFIX).unwrap_or(name);
+        base.strip_prefix(&self.0)
+            .and_then(|rest| rest.strip_prefix(SPARE_INFIX))
+            .is_some_and(|id| id.len() == SPARE_ID_LEN && id.bytes().all(|b| b.is_ascii_hexdigit()))
     }
 
     /// True when `name` is one of ours: a tenant name under this prefix.
@@ -170,6 +199,22 @@ mod tests {
         assert_eq!(longest.owner_ident(id).as_str().len(), MAX_IDENT);
         assert!(PgIdent::parse(longest.owner_ident(id).as_str()).is_some());
         assert!(longest.template_owner_ident().as_str().len() <= MAX_IDENT);
+    }
+
+    #[test]
+    fn spare_names_fit_postgres_and_are_told_apart_from_tenants() {
+        let prefix = TenantPrefix::parse(&"p".repeat(MAX_PREFIX)).unwrap();
+        let id = uuid::Uuid::new_v4();
+        let (spare, owner) = (prefix.spare_ident(id), prefix.spare_owner_ident(id));
+        assert!(owner.as_str().len() <= MAX_IDENT, "{owner}");
+        assert_eq!(owner.as_str(), format!("{}_owner", spare.as_str()));
+        assert!(prefix.owns_spare_name(spare.as_str()));
+        assert!(prefix.owns_spare_name(owner.as_str()));
+        assert!(!prefix.owns_tenant_name(spare.as_str()));
+        assert!(!prefix.owns_owner_name(owner.as_str()));
+        let tenant = prefix.tenant_ident(TenantId::new());
+        assert!(!prefix.owns_spare_name(tenant.as_str()));
+        assert_ne!(prefix.spare_ident(uuid::Uuid::new_v4()), spare);
     }
 
     #[test]

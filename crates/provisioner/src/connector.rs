@@ -245,7 +245,7 @@ impl HostConnector {
                 max_size: self.admin_pool_size.max(1),
                 connect_timeout: timeout,
                 wait_timeout: timeout,
-                session: self.session.clone(),
+                session: self.session,
             },
         )
         .map_err(|e| match e {

@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use model::{TenantPrefix, TenantStatus};
 use registry::hosts::{self, DbHost};
+use registry::spares::{self, SpareState};
 use registry::tenants::{self, Placement, Tenant};
 use registry::{template_versions, RegistryError};
 
@@ -52,6 +53,10 @@ pub enum FindingKind {
     MaintenanceDatabaseOpen,
     /// The tenant database could not be inspected.
     TenantUnreachable,
+    /// A ready warm-pool spare whose database or roles are gone: a claim
+    /// would fail on it (the refill retires it once it is behind or extra;
+    /// `DELETE FROM warm_spares WHERE name = ...` retires it now).
+    MissingSpare,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -73,6 +78,7 @@ pub async fn diagnose(
     let client = control.get().await?;
     let all_hosts = hosts::list(&client).await?;
     let rows = tenants::with_stuck_time(&client, stuck_after).await?;
+    let all_spares = spares::list(&client).await?;
     let mut findings = Vec::new();
     let latest = templates.latest_version();
 
@@ -156,6 +162,17 @@ pub async fn diagnose(
             .map(|(_, p)| p.role.as_str())
             .chain(owners.iter().map(String::as_str))
             .collect();
+        // The warm pool's spares on this host: theirs, not orphans.
+        let host_spares: Vec<_> = all_spares.iter().filter(|s| s.host_id == host.id).collect();
+        let spare_owners: Vec<String> = host_spares
+            .iter()
+            .map(|s| prefix.spare_owner_ident(s.id).as_str().to_owned())
+            .collect();
+        let spare_names: HashSet<&str> = host_spares
+            .iter()
+            .map(|s| s.name.as_str())
+            .chain(spare_owners.iter().map(String::as_str))
+            .collect();
         let pattern = prefix.like_pattern();
         let names = |sql: &'static str, expected: Vec<String>| {
             let admin = &admin;
@@ -185,17 +202,40 @@ pub async fn diagnose(
         findings.extend(maintenance_databases(&admin, host).await);
         let template_name = prefix.template_ident();
         for db in &databases {
-            if prefix.owns_tenant_name(db)
+            let orphan_tenant = prefix.owns_tenant_name(db)
                 && !expected_dbs.contains(db.as_str())
-                && db != template_name.as_str()
-            {
+                && db != template_name.as_str();
+            let orphan_spare = prefix.owns_spare_name(db) && !spare_names.contains(db.as_str());
+            if orphan_tenant || orphan_spare {
                 findings.push(orphan(FindingKind::OrphanDatabase, host, db));
             }
         }
         for role in &roles {
-            let ours = prefix.owns_tenant_name(role) || prefix.owns_owner_name(role);
-            if ours && !expected_roles.contains(role.as_str()) {
+            let orphan_tenant = (prefix.owns_tenant_name(role) || prefix.owns_owner_name(role))
+                && !expected_roles.contains(role.as_str());
+            let orphan_spare = prefix.owns_spare_name(role) && !spare_names.contains(role.as_str());
+            if orphan_tenant || orphan_spare {
                 findings.push(orphan(FindingKind::OrphanRole, host, role));
+            }
+        }
+        for spare in host_spares.iter().filter(|s| s.state == SpareState::Ready) {
+            let owner = prefix.spare_owner_ident(spare.id);
+            let gone: Vec<&str> = [
+                (databases.contains(spare.name.as_str()), "database"),
+                (roles.contains(spare.name.as_str()), "login role"),
+                (roles.contains(owner.as_str()), "owner role"),
+            ]
+            .into_iter()
+            .filter_map(|(present, what)| (!present).then_some(what))
+            .collect();
+            if !gone.is_empty() {
+                findings.push(Finding {
+                    kind: FindingKind::MissingSpare,
+                    host: Some(host.name.clone()),
+                    tenant_id: None,
+                    name: Some(spare.name.as_str().to_owned()),
+                    detail: format!("ready spare without its {}", gone.join(", ")),
+                });
             }
         }
         for (row, p) in &live {

@@ -162,19 +162,15 @@ pub(crate) async fn survey(
 /// the NOLOGIN owner, the admin able to act as it, and the login role with
 /// the password on record and its plan's limits. A new login role starts
 /// NOLOGIN; [`open_sql`] lets it in once its database is ready. An existing
-/// one keeps its LOGIN state. The password goes over the wire as a SCRAM
-/// verifier, so the plaintext never reaches server logs.
+/// one keeps its LOGIN state. A warm-pool spare's login role has neither
+/// password nor limits (`None`) until a claim gives it a tenant's.
 pub(crate) async fn prepare_roles(
     admin: &Client,
     found: &Survey,
     owner: &PgIdent,
     login: &PgIdent,
-    password: &str,
-    limits: &Limits,
+    credentials: Option<(&str, &Limits)>,
 ) -> Result<(), HostSqlError> {
-    let verifier = quote_literal(&postgres_protocol::password::scram_sha_256(
-        password.as_bytes(),
-    ));
     let mut batch = String::new();
     if !found.owner {
         batch.push_str(&format!("CREATE ROLE {owner} NOLOGIN;"));
@@ -182,20 +178,118 @@ pub(crate) async fn prepare_roles(
     if !found.superuser && !found.admin_is_owner {
         batch.push_str(&admin_grant(owner, found.v16));
     }
+    let password = match credentials {
+        Some((password, _)) => format!("PASSWORD {}", verifier(password)),
+        None => "PASSWORD NULL".to_owned(),
+    };
     if found.login {
-        batch.push_str(&format!(
-            "ALTER ROLE {login} NOINHERIT PASSWORD {verifier};"
-        ));
+        batch.push_str(&format!("ALTER ROLE {login} NOINHERIT {password};"));
     } else {
         batch.push_str(&format!(
-            "CREATE ROLE {login} NOLOGIN NOINHERIT PASSWORD {verifier};"
+            "CREATE ROLE {login} NOLOGIN NOINHERIT {password};"
         ));
     }
-    batch.push_str(&limits.statements(login));
+    if let Some((_, limits)) = credentials {
+        batch.push_str(&limits.statements(login));
+    }
     admin
         .batch_execute(&batch)
         .await
         .map_err(sql("prepare roles"))
+}
+
+/// The password as a quoted SCRAM verifier, so the plaintext never reaches
+/// the server (or its logs).
+fn verifier(password: &str) -> String {
+    quote_literal(&postgres_protocol::password::scram_sha_256(
+        password.as_bytes(),
+    ))
+}
+
+/// A warm-pool spare's database and roles, and the tenant names a claim
+/// gives them.
+pub(crate) struct SpareNames<'a> {
+    pub database: &'a PgIdent,
+    pub owner: &'a PgIdent,
+}
+
+/// Whether the spare's database and the tenant's exist, in one round trip.
+pub(crate) async fn spare_and_tenant_exist(
+    admin: &Client,
+    spare: &PgIdent,
+    tenant: &PgIdent,
+) -> Result<(bool, bool), HostSqlError> {
+    let row = admin
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1),
+                    EXISTS (SELECT 1 FROM pg_database WHERE datname = $2)",
+            &[&spare.as_str(), &tenant.as_str()],
+        )
+        .await
+        .map_err(sql("look up the spare"))?;
+    Ok((row.get(0), row.get(1)))
+}
+
+/// Makes a spare the tenant's, in one transaction: database, login and
+/// owner roles renamed to the tenant's names (grants and default
+/// privileges follow, being held by oid), the login role given the
+/// tenant's password and limits, then let in. A crash leaves either the
+/// spare untouched or the tenant complete. The rename waits for (and then
+/// fails on) sessions in the spare's database; nothing connects to one.
+pub(crate) async fn take_spare(
+    admin: &Client,
+    spare: SpareNames<'_>,
+    tenant_db: &PgIdent,
+    login: &PgIdent,
+    owner: &PgIdent,
+    password: &str,
+    limits: &Limits,
+) -> Result<(), HostSqlError> {
+    let SpareNames {
+        database: spare_db,
+        owner: spare_owner,
+    } = spare;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {spare_db} RENAME TO {tenant_db};
+             ALTER ROLE {spare_db} RENAME TO {login};
+             ALTER ROLE {spare_owner} RENAME TO {owner};
+             ALTER ROLE {login} NOINHERIT PASSWORD {};
+             {}
+             {}",
+            verifier(password),
+            limits.statements(login),
+            open_sql(tenant_db, login),
+        ))
+        .await
+        .map_err(sql("take a warm spare"))
+}
+
+/// Waits (up to about a second) until no session is left in `db`: a
+/// closed connection's backend exits a moment after the client is gone.
+pub(crate) async fn wait_unused(admin: &Client, db: &PgIdent) -> Result<(), HostSqlError> {
+    for _ in 0..100 {
+        let sessions: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
+                &[&db.as_str()],
+            )
+            .await
+            .map_err(sql("count sessions"))?
+            .get(0);
+        if sessions == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    Ok(())
+}
+
+/// Drops a spare's database and roles, whichever exist.
+pub(crate) async fn drop_spare(admin: &Client, spare: SpareNames<'_>) -> Result<(), HostSqlError> {
+    drop_database(admin, spare.database).await?;
+    drop_role(admin, spare.database).await?;
+    drop_role(admin, spare.owner).await
 }
 
 /// Lets the tenant in: LOGIN for its role, CONNECT and TEMPORARY on its

@@ -260,7 +260,10 @@ pub(crate) async fn hand_over(
 /// The statements of [`hand_over`], run server-side: one round trip, not
 /// one per object of the template.
 fn hand_over_sql(owner: &PgIdent) -> String {
-    let owner = quote_literal(&owner.to_string());
+    // The quoted identifier (`Display`), as a literal: `%s` and
+    // `to_regrole` take it as written.
+    let owner = owner.to_string();
+    let owner = quote_literal(&owner);
     [
         format!(
             "SELECT format('ALTER SCHEMA %I OWNER TO %s', n.nspname, $1::text)
@@ -346,10 +349,11 @@ fn grant_sql(owner: &PgIdent, login: &PgIdent) -> String {
               WHERE {USER_SCHEMAS}
               ORDER BY n.nspname"
     );
+    let (login, owner) = (login.to_string(), owner.to_string());
     execute_each(
         &query
-            .replace("$1", &quote_literal(&login.to_string()))
-            .replace("$2", &quote_literal(&owner.to_string()))
+            .replace("$1", &quote_literal(&login))
+            .replace("$2", &quote_literal(&owner))
             .replace("$3", &quote_literal(SCHEMA)),
     )
 }

@@ -173,6 +173,51 @@ impl Templates {
     }
 }
 
+/// Cloning the template failed: its lock, or CREATE DATABASE.
+#[derive(Debug, thiserror::Error)]
+pub enum CloneError {
+    /// The template's lock (held by a template migration) was not free in time.
+    #[error("waiting for the template lock of db host {host:?}: {source}")]
+    Lock {
+        host: String,
+        #[source]
+        source: RegistryError,
+    },
+    #[error(transparent)]
+    Sql(#[from] HostSqlError),
+}
+
+/// Clones the host's template as `db`, owned by `owner` and closed to
+/// connections, holding the template's shared lock (waiting at most
+/// `wait` for it) so that no template migration runs meanwhile.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn clone_locked(
+    control: &Pool,
+    admin: &Client,
+    host: &DbHost,
+    template: &PgIdent,
+    db: &PgIdent,
+    owner: &PgIdent,
+    strategy: host_ops::CloneStrategy,
+    wait: Duration,
+) -> Result<(), CloneError> {
+    let lock_failed = |source| CloneError::Lock {
+        host: host.name.clone(),
+        source,
+    };
+    let mut control = control.get().await.map_err(|e| lock_failed(e.into()))?;
+    let lock = control
+        .transaction()
+        .await
+        .map_err(|e| lock_failed(e.into()))?;
+    template_versions::lock_for_clone(&lock, host.id, wait)
+        .await
+        .map_err(lock_failed)?;
+    host_ops::create_database(admin, db, template, owner, strategy).await?;
+    lock.commit().await.map_err(|e| lock_failed(e.into()))?;
+    Ok(())
+}
+
 /// What building the template did on one host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateReport {

@@ -49,6 +49,9 @@ pub struct DbHost {
     pub capacity: i32,
     pub state: HostState,
     pub tenants: i64,
+    /// Warm-pool spares it holds that no tenant has claimed yet: they count
+    /// against its capacity beside its tenants.
+    pub spares: i64,
     /// Failed attempts to reach it in a row (0 when it last answered).
     pub failures: i32,
     /// While set and in the future, its tenants wait (per-host backoff).
@@ -77,7 +80,9 @@ pub struct BadHostName(pub String);
 const HOST_COLUMNS: &str = "h.id, h.name, h.host, h.port, h.admin_user, h.capacity, h.state,
     h.sslmode, h.sslrootcert, h.failures, h.retry_after,
     (SELECT count(*) FROM tenant_registry t
-      WHERE t.db_host_id = h.id AND t.status <> 'deleted') AS tenants";
+      WHERE t.db_host_id = h.id AND t.status <> 'deleted') AS tenants,
+    (SELECT count(*) FROM warm_spares s
+      WHERE s.db_host_id = h.id AND s.tenant_id IS NULL) AS spares";
 
 fn host_from_row(r: &tokio_postgres::Row) -> Result<DbHost, RegistryError> {
     let name: String = r.get("name");
@@ -99,6 +104,7 @@ fn host_from_row(r: &tokio_postgres::Row) -> Result<DbHost, RegistryError> {
         capacity: r.get("capacity"),
         state: HostState::parse(r.get("state")),
         tenants: r.get("tenants"),
+        spares: r.get("spares"),
         failures: r.get("failures"),
         retry_after: r.get("retry_after"),
         tls,
@@ -256,8 +262,8 @@ pub async fn record_reachable(
     Ok(())
 }
 
-/// Picks the accepting host with the most free capacity, or None when every
-/// host is draining or full. Hosts in a backoff come last: a new tenant
+/// Picks the accepting host with the most free capacity (spares count as
+/// used), or None when every host is draining or full. Hosts in a backoff come last: a new tenant
 /// goes to one that answers when there is one. The hosts are locked for the rest of the
 /// transaction so that concurrent placements see each other's counts.
 pub async fn place(
@@ -272,9 +278,9 @@ pub async fn place(
         .query_opt(
             &format!(
                 "SELECT * FROM (SELECT {HOST_COLUMNS} FROM db_hosts h WHERE h.state = 'accepting') x
-                  WHERE x.capacity - x.tenants > 0
+                  WHERE x.capacity - x.tenants - x.spares > 0
                   ORDER BY coalesce(x.retry_after > now(), false),
-                           x.capacity - x.tenants DESC, x.name
+                           x.capacity - x.tenants - x.spares DESC, x.name
                   LIMIT 1"
             ),
             &[],

@@ -21,6 +21,7 @@ pub mod pool;
 #[cfg(feature = "migrations")]
 pub mod schema;
 pub mod session;
+pub mod spares;
 pub mod sync_runs;
 pub mod template_versions;
 pub mod tenants;

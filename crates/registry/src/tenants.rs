@@ -622,3 +622,19 @@ pub async fn set_template_version(
         .await?;
     Ok(())
 }
+
+/// True while some tenant that should be active has no database yet
+/// (pending or provisioning) and is due for an attempt: the warm pool's
+/// refill waits for them, so that their clones do not queue behind spares.
+pub async fn any_awaiting_database(client: &impl GenericClient) -> Result<bool, RegistryError> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM tenant_registry
+                             WHERE desired_state = 'active'
+                               AND status IN ('pending', 'provisioning')
+                               AND next_attempt_at <= now())",
+            &[],
+        )
+        .await?
+        .get(0))
+}

@@ -104,6 +104,7 @@ pub fn reconciler(settings: &Settings, pool: Pool) -> anyhow::Result<Arc<Reconci
             attempt_timeout: settings.worker.attempt_timeout,
             lease: settings.worker.lease,
             clone_strategy: settings.tenants.clone_strategy,
+            warm_pool: settings.tenants.warm_pool,
             pause_at: std::env::var(PAUSE_AT_ENV).ok().filter(|s| !s.is_empty()),
         },
     )))

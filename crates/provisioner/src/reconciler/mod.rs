@@ -20,6 +20,7 @@
 //! the statements run on hosts are in `host_ops`.
 
 mod ledger;
+mod warm_pool;
 mod worker;
 
 use std::time::Duration;
@@ -29,19 +30,21 @@ use deadpool_postgres::{Pool, Transaction};
 use model::{DesiredState, PgIdent, TenantId, TenantPrefix, TenantStatus};
 use registry::crypto::{random_password, CryptoError, PasswordCipher};
 use registry::hosts::{self, DbHost};
+use registry::spares::{self, Spare};
 use registry::tenants::{CredentialsError, PRIVILEGE_MODEL};
 use registry::tenants::{Placement, Tenant};
-use registry::{template_versions, RegistryError};
+use registry::RegistryError;
 
 pub use ledger::backoff;
 use ledger::{Lease, Progress, Retry};
 use uuid::Uuid;
+pub use warm_pool::{Refilled, SpareError};
 
 use crate::connector::{HostConnector, HostError};
 use crate::host_ops::{self, CloneStrategy, HostSqlError};
 use crate::limits::{Plans, UnknownPlan};
 use crate::privileges;
-use crate::template::{self, TemplateError, TemplateReport, Templates};
+use crate::template::{self, CloneError, TemplateError, TemplateReport, Templates};
 
 #[derive(Debug, Clone)]
 pub struct ReconcilerSettings {
@@ -61,6 +64,8 @@ pub struct ReconcilerSettings {
     pub lease: Duration,
     /// How CREATE DATABASE copies the template.
     pub clone_strategy: CloneStrategy,
+    /// Spares kept ready per accepting host (`tenants.warm_pool`; 0: none).
+    pub warm_pool: usize,
     /// Test hook: stop (and wait to be killed) when this step is reached.
     pub pause_at: Option<String>,
 }
@@ -80,13 +85,8 @@ enum StepError {
     Template(#[from] TemplateError),
     #[error(transparent)]
     Crypto(#[from] CryptoError),
-    /// The template's lock (held by a template migration) was not free in time.
-    #[error("waiting for the template lock of db host {host:?}: {source}")]
-    TemplateLock {
-        host: String,
-        #[source]
-        source: RegistryError,
-    },
+    #[error(transparent)]
+    Clone(#[from] CloneError),
     #[error("no db host is accepting tenants (all draining or full)")]
     NoCapacity,
     #[error("tenant row is inconsistent: {0}")]
@@ -116,6 +116,8 @@ impl StepError {
 struct Claimed {
     tenant: Tenant,
     host: Option<DbHost>,
+    /// The warm-pool spare it claimed and has not taken over yet.
+    spare: Option<Spare>,
 }
 
 /// The names a tenant's work may touch: all derived from its id.
@@ -147,6 +149,8 @@ pub struct Reconciler {
     cipher: PasswordCipher,
     templates: Templates,
     settings: ReconcilerSettings,
+    /// Woken when a claim took a spare, so the refill starts at once.
+    spare_taken: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Reconciler {
@@ -163,6 +167,7 @@ impl Reconciler {
             cipher,
             templates,
             settings,
+            spare_taken: Default::default(),
         }
     }
 
@@ -267,6 +272,9 @@ impl Reconciler {
             match self.claim(&tx, &tenant, lease).await {
                 Ok(claimed) => {
                     tx.commit().await?;
+                    if claimed.spare.is_some() {
+                        self.spare_taken.notify_one();
+                    }
                     claimed
                 }
                 Err(StepError::Control(e)) => return Err(e),
@@ -286,12 +294,22 @@ impl Reconciler {
         self.pause_at("claimed").await;
 
         // Phase 2: work, within the deadline.
-        let Claimed { tenant, host } = &claimed;
+        let Claimed {
+            tenant,
+            host,
+            spare,
+        } = &claimed;
         let work = async {
             match tenant.desired_state {
-                DesiredState::Active => self.make_active(tenant, host.as_ref()).await,
+                DesiredState::Active => {
+                    self.make_active(tenant, host.as_ref(), spare.as_ref())
+                        .await
+                }
                 DesiredState::Suspended => self.make_suspended(tenant, host.as_ref()).await,
-                DesiredState::Deleted => self.make_deleted(tenant, host.as_ref()).await,
+                DesiredState::Deleted => {
+                    self.make_deleted(tenant, host.as_ref(), spare.as_ref())
+                        .await
+                }
             }
         };
         let after = self.settings.attempt_timeout;
@@ -316,6 +334,12 @@ impl Reconciler {
                 let recorded = ledger::record_progress(&tx, tenant, lease.token, progress).await?;
                 if let (Some(_), Some(h)) = (recorded, host) {
                     hosts::record_reachable(&tx, h.id).await?;
+                }
+                // The spare is the tenant's database now, or dropped with it.
+                if let (Some(TenantStatus::Active | TenantStatus::Deleted), Some(_)) =
+                    (recorded, spare)
+                {
+                    spares::forget_claim(&tx, tenant.id).await?;
                 }
                 recorded
             }
@@ -360,11 +384,22 @@ impl Reconciler {
         let transitional = ledger::transitional(t);
         let mut host_id = t.placement.as_ref().map(|p| p.host_id);
         let mut password = t.db_password_enc.clone();
+        let mut spare = None;
         if t.desired_state == DesiredState::Active {
             if host_id.is_none() {
-                let host = hosts::place(tx).await?.ok_or(StepError::NoCapacity)?;
-                tracing::info!(host = %host.name, "placed tenant");
-                host_id = Some(host.id);
+                // A ready spare first: taking it is a rename, not a clone.
+                spare = spares::take(tx, t.id).await?;
+                host_id = Some(match &spare {
+                    Some(s) => {
+                        tracing::info!(spare = s.name.as_str(), "claimed a warm spare");
+                        s.host_id
+                    }
+                    None => {
+                        let host = hosts::place(tx).await?.ok_or(StepError::NoCapacity)?;
+                        tracing::info!(host = %host.name, "placed tenant");
+                        host.id
+                    }
+                });
             }
             if password.is_none() {
                 let role = self.settings.prefix.tenant_ident(t.id);
@@ -382,6 +417,10 @@ impl Reconciler {
             password.as_deref(),
         )
         .await?;
+        if spare.is_none() && host_id.is_some() {
+            // Claimed by an earlier pass that did not finish taking it.
+            spare = spares::claimed_by(tx, t.id).await?;
+        }
         let tenant = ledger::read(tx, t.id)
             .await?
             .ok_or(StepError::Inconsistent("the claimed tenant vanished"))?;
@@ -393,7 +432,11 @@ impl Reconciler {
             ),
             None => None,
         };
-        Ok(Claimed { tenant, host })
+        Ok(Claimed {
+            tenant,
+            host,
+            spare,
+        })
     }
 
     /// The tenant's names, checked against the ones its id derives: work on
@@ -416,7 +459,12 @@ impl Reconciler {
     }
 
     #[tracing::instrument(name = "make_active", skip_all)]
-    async fn make_active(&self, t: &Tenant, host: Option<&DbHost>) -> Result<Progress, StepError> {
+    async fn make_active(
+        &self,
+        t: &Tenant,
+        host: Option<&DbHost>,
+        spare: Option<&Spare>,
+    ) -> Result<Progress, StepError> {
         let (p, host) = t
             .placement
             .as_ref()
@@ -431,6 +479,45 @@ impl Reconciler {
             CredentialsError::NotPlaced(_) => StepError::Inconsistent("no sealed password"),
         })?;
         let admin = self.connector.admin(host).await?;
+        if let Some(spare) = spare {
+            let spare_owner = self.settings.prefix.spare_owner_ident(spare.id);
+            let (spare_there, tenant_there) =
+                host_ops::spare_and_tenant_exist(&admin, &spare.name, &names.database).await?;
+            if spare_there && !tenant_there {
+                host_ops::take_spare(
+                    &admin,
+                    host_ops::SpareNames {
+                        database: &spare.name,
+                        owner: &spare_owner,
+                    },
+                    &names.database,
+                    &names.role,
+                    &names.owner,
+                    &password,
+                    limits,
+                )
+                .await?;
+                admin.release();
+                self.pause_at("spare_taken").await;
+                return Ok(Progress::Reached {
+                    status: TenantStatus::Active,
+                    template_version: spare.template_version,
+                    model: Some(ledger::ModelApplied {
+                        limits: limits.fingerprint(),
+                        resealed: None,
+                        changed: Vec::new(),
+                    }),
+                });
+            }
+            // Taken by a pass that died before recording it, or gone: the
+            // usual steps below make whatever is missing.
+            tracing::info!(
+                spare = spare.name.as_str(),
+                spare_there,
+                tenant_there,
+                "the claimed spare was taken already or is gone"
+            );
+        }
 
         let template = self.settings.prefix.template_ident();
         let found = host_ops::survey(
@@ -444,8 +531,14 @@ impl Reconciler {
         if !found.template {
             self.build_template(host).await?;
         }
-        host_ops::prepare_roles(&admin, &found, &names.owner, &names.role, &password, limits)
-            .await?;
+        host_ops::prepare_roles(
+            &admin,
+            &found,
+            &names.owner,
+            &names.role,
+            Some((&password, limits)),
+        )
+        .await?;
         // Moving a database of the first model takes the login role's own
         // objects from it.
         if t.privilege_model < PRIVILEGE_MODEL {
@@ -455,7 +548,17 @@ impl Reconciler {
 
         let fresh = !found.database;
         if fresh {
-            self.clone_template(&admin, host, &names, &template).await?;
+            template::clone_locked(
+                &self.control,
+                &admin,
+                host,
+                &template,
+                &names.database,
+                &names.owner,
+                self.settings.clone_strategy,
+                self.settings.attempt_timeout,
+            )
+            .await?;
         }
         self.pause_at("database").await;
 
@@ -508,43 +611,6 @@ impl Reconciler {
         })
     }
 
-    /// Clones the host's template as the tenant's database, holding the
-    /// template's shared lock so that no template migration runs meanwhile.
-    async fn clone_template(
-        &self,
-        admin: &tokio_postgres::Client,
-        host: &DbHost,
-        names: &Names,
-        template: &PgIdent,
-    ) -> Result<(), StepError> {
-        let lock_failed = |source| StepError::TemplateLock {
-            host: host.name.clone(),
-            source,
-        };
-        let mut control = self
-            .control
-            .get()
-            .await
-            .map_err(|e| lock_failed(e.into()))?;
-        let lock = control
-            .transaction()
-            .await
-            .map_err(|e| lock_failed(e.into()))?;
-        template_versions::lock_for_clone(&lock, host.id, self.settings.attempt_timeout)
-            .await
-            .map_err(lock_failed)?;
-        host_ops::create_database(
-            admin,
-            &names.database,
-            template,
-            &names.owner,
-            self.settings.clone_strategy,
-        )
-        .await?;
-        lock.commit().await.map_err(|e| lock_failed(e.into()))?;
-        Ok(())
-    }
-
     #[tracing::instrument(name = "make_suspended", skip_all)]
     async fn make_suspended(
         &self,
@@ -565,7 +631,12 @@ impl Reconciler {
     }
 
     #[tracing::instrument(name = "make_deleted", skip_all)]
-    async fn make_deleted(&self, t: &Tenant, host: Option<&DbHost>) -> Result<Progress, StepError> {
+    async fn make_deleted(
+        &self,
+        t: &Tenant,
+        host: Option<&DbHost>,
+        spare: Option<&Spare>,
+    ) -> Result<Progress, StepError> {
         let Some((p, host)) = t.placement.as_ref().zip(host) else {
             // Never placed: nothing exists anywhere.
             return Ok(Progress::Reached {
@@ -576,6 +647,17 @@ impl Reconciler {
         };
         let names = self.names(t, p)?;
         let admin = self.connector.admin(host).await?;
+        if let Some(spare) = spare {
+            // Claimed but never taken over: it holds nothing of the tenant's.
+            host_ops::drop_spare(
+                &admin,
+                host_ops::SpareNames {
+                    database: &spare.name,
+                    owner: &self.settings.prefix.spare_owner_ident(spare.id),
+                },
+            )
+            .await?;
+        }
         host_ops::disable_role(&admin, &names.role).await?;
         self.pause_at("disabled").await;
 

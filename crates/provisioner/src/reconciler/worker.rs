@@ -69,9 +69,17 @@ impl Reconciler {
                 })
             })
             .collect();
+        // The warm pool's refill, beside the workers (it only retires spares
+        // when the pool is off, so that lowering the setting takes effect).
+        let refill = {
+            let this = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { this.refill_until(poll_interval, shutdown).await })
+        };
         for w in workers {
             let _ = w.await;
         }
+        let _ = refill.await;
         listener.abort();
     }
 }

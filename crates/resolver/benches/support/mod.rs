@@ -109,6 +109,7 @@ impl Provisioned {
                 attempt_timeout: Duration::from_secs(60),
                 lease: Duration::from_secs(120),
                 clone_strategy: Default::default(),
+                warm_pool: 0,
                 pause_at: None,
             },
         ));

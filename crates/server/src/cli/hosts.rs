@@ -10,7 +10,8 @@ use crate::config::Settings;
 
 #[derive(Debug, Subcommand)]
 pub enum HostsCommand {
-    /// List db hosts with their state, capacity and tenant count.
+    /// List db hosts with their state, capacity, tenants and warm-pool spares
+    /// (unclaimed spares count against capacity).
     List {
         #[arg(long)]
         json: bool,
@@ -84,6 +85,7 @@ impl HostsCommand {
                             h.admin_user.clone(),
                             h.state.as_str().to_owned(),
                             h.tenants.to_string(),
+                            h.spares.to_string(),
                             h.capacity.to_string(),
                             describe_tls(&url_tls, h),
                         ]
@@ -91,7 +93,7 @@ impl HostsCommand {
                     .collect();
                 print_table(
                     &[
-                        "NAME", "ADDRESS", "ADMIN", "STATE", "TENANTS", "CAPACITY", "TLS",
+                        "NAME", "ADDRESS", "ADMIN", "STATE", "TENANTS", "SPARES", "CAPACITY", "TLS",
                     ],
                     &rows,
                 );

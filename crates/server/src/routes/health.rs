@@ -56,6 +56,32 @@ pub async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
                 metrics::gauge!("tenant_plane_tenants", "status" => status.as_str()).set(n as f64);
             }
         }
+        if let (Ok(all), Ok(counts)) = (
+            registry::hosts::list(&client).await,
+            registry::spares::count_by_host(&client).await,
+        ) {
+            use registry::spares::SpareState;
+            // Every host and state, zeros included, so a drained pool reads 0.
+            for host in &all {
+                metrics::gauge!("tenant_plane_host_capacity", "host" => host.name.clone())
+                    .set(host.capacity as f64);
+                metrics::gauge!("tenant_plane_host_tenants", "host" => host.name.clone())
+                    .set(host.tenants as f64);
+                for state in [
+                    SpareState::Building,
+                    SpareState::Ready,
+                    SpareState::Claimed,
+                    SpareState::Retiring,
+                ] {
+                    let n = counts
+                        .iter()
+                        .find(|(h, s, _)| *h == host.name && *s == state)
+                        .map_or(0, |(_, _, n)| *n);
+                    metrics::gauge!("tenant_plane_warm_spares", "host" => host.name.clone(), "state" => state.as_str())
+                        .set(n as f64);
+                }
+            }
+        }
     }
     // The tenant cache serves look-ups and the resolver alike.
     let cache = state.tenants.stats();

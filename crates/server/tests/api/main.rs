@@ -27,4 +27,5 @@ mod slow_clients;
 mod sync;
 mod template;
 mod tls;
+mod warm_pool;
 mod workers;

@@ -1,0 +1,255 @@
+//! The warm pool (`tenants.warm_pool` spares per accepting host): databases
+//! cloned ahead from the host's current template, with a NOLOGIN owner role
+//! and a NOLOGIN login role without a password, privileges already set,
+//! never connected to once built. A new tenant's claim renames one to the
+//! tenant's names (`host_ops::take_spare`), so provisioning costs a
+//! transaction instead of a clone.
+//!
+//! The refill runs beside the reconciler's workers: first it retires what
+//! must go (spares behind the template, on draining hosts, beyond the
+//! target, and builds or retirements whose worker died), then, while no
+//! tenant is waiting for a database (their clones come first), it builds
+//! spares until every host has its target. The ledger is
+//! `registry::spares`.
+
+use std::time::Duration;
+
+use registry::hosts::{self, DbHost, HostState};
+use registry::spares::{self, Spare};
+use registry::RegistryError;
+use uuid::Uuid;
+
+use super::Reconciler;
+use crate::connector::HostError;
+use crate::host_ops::{self, HostSqlError, SpareNames};
+use crate::privileges;
+use crate::template::{self, CloneError};
+
+/// Why building or retiring one spare failed. The spare's row keeps its
+/// lease; when that lapses, the next refill retires what was left.
+#[derive(Debug, thiserror::Error)]
+pub enum SpareError {
+    #[error(transparent)]
+    Control(#[from] RegistryError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error(transparent)]
+    Sql(#[from] HostSqlError),
+    #[error(transparent)]
+    Clone(#[from] CloneError),
+    #[error("db host {0:?} has no template yet (it is built with the host's first tenant)")]
+    NoTemplate(String),
+    #[error("the new spare shows no template version")]
+    NoVersion,
+    #[error("work on db host {host:?} did not finish within {}s", .after.as_secs_f64())]
+    Timeout { host: String, after: Duration },
+}
+
+/// What one refill did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Refilled {
+    pub built: usize,
+    pub retired: usize,
+    /// Building was skipped because tenants were waiting for databases.
+    pub deferred: bool,
+}
+
+impl Reconciler {
+    /// One refill: retire what must go, then build spares up to the target
+    /// on every host that can take them. Stops at the first failure on a
+    /// host (logged; retried next time).
+    pub async fn refill_once(&self) -> Result<Refilled, SpareError> {
+        let mut done = Refilled::default();
+        while let Some(spare) = self.next_to_retire().await? {
+            self.retire(&spare).await?;
+            done.retired += 1;
+        }
+        let target = self.settings.warm_pool;
+        if target == 0 {
+            return Ok(done);
+        }
+        let client = self.control.get().await.map_err(RegistryError::from)?;
+        let all = hosts::list(&client).await?;
+        drop(client);
+        loop {
+            let mut built_any = false;
+            for host in all.iter().filter(|h| h.state == HostState::Accepting) {
+                let client = self.control.get().await.map_err(RegistryError::from)?;
+                if registry::tenants::any_awaiting_database(&client).await? {
+                    done.deferred = true;
+                    return Ok(done);
+                }
+                drop(client);
+                if self.build_spare(host).await? {
+                    done.built += 1;
+                    built_any = true;
+                }
+            }
+            if !built_any {
+                return Ok(done);
+            }
+        }
+    }
+
+    /// Refills now and whenever a claim takes a spare, else every
+    /// `interval`, until `shutdown` turns true.
+    pub(crate) async fn refill_until(
+        &self,
+        interval: Duration,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        while !*shutdown.borrow() {
+            let taken = self.spare_taken.notified();
+            tokio::pin!(taken);
+            taken.as_mut().enable();
+            match self.refill_once().await {
+                Ok(done) if done.built + done.retired > 0 => {
+                    tracing::info!(
+                        built = done.built,
+                        retired = done.retired,
+                        "warm pool refilled"
+                    );
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "warm pool refill failed"),
+            }
+            tokio::select! {
+                _ = &mut taken => {}
+                _ = tokio::time::sleep(interval) => {}
+                changed = shutdown.changed() => if changed.is_err() { break },
+            }
+        }
+    }
+
+    async fn next_to_retire(&self) -> Result<Option<Spare>, RegistryError> {
+        let mut client = self.control.get().await?;
+        let tx = client.transaction().await?;
+        let spare =
+            spares::next_to_retire(&tx, self.settings.warm_pool, self.settings.lease).await?;
+        tx.commit().await?;
+        Ok(spare)
+    }
+
+    fn spare_names(&self, spare: &Spare) -> (model::PgIdent, model::PgIdent) {
+        (
+            spare.name.clone(),
+            self.settings.prefix.spare_owner_ident(spare.id),
+        )
+    }
+
+    /// Drops a spare's database and roles, then its row.
+    async fn retire(&self, spare: &Spare) -> Result<(), SpareError> {
+        let client = self.control.get().await.map_err(RegistryError::from)?;
+        let host = hosts::get_by_id(&client, spare.host_id).await?;
+        drop(client);
+        if let Some(host) = host {
+            let (database, owner) = self.spare_names(spare);
+            self.within_deadline(&host, async {
+                let admin = self.connector.admin(&host).await?;
+                host_ops::drop_spare(
+                    &admin,
+                    SpareNames {
+                        database: &database,
+                        owner: &owner,
+                    },
+                )
+                .await?;
+                admin.release();
+                Ok(())
+            })
+            .await?;
+        }
+        let client = self.control.get().await.map_err(RegistryError::from)?;
+        spares::delete(&client, spare.id).await?;
+        tracing::info!(
+            spare = spare.name.as_str(),
+            state = spare.state.as_str(),
+            "retired a warm spare"
+        );
+        Ok(())
+    }
+
+    /// Builds one spare on `host` if it holds fewer than the target and has
+    /// room; false when it needs none.
+    async fn build_spare(&self, host: &DbHost) -> Result<bool, SpareError> {
+        let id = Uuid::new_v4();
+        let prefix = &self.settings.prefix;
+        let (database, owner) = (prefix.spare_ident(id), prefix.spare_owner_ident(id));
+        {
+            let mut client = self.control.get().await.map_err(RegistryError::from)?;
+            let tx = client.transaction().await.map_err(RegistryError::from)?;
+            let begun = spares::begin_build(
+                &tx,
+                host.id,
+                id,
+                &database,
+                self.settings.warm_pool,
+                self.settings.lease,
+            )
+            .await?;
+            tx.commit().await.map_err(RegistryError::from)?;
+            if !begun {
+                return Ok(false);
+            }
+        }
+        let version = self
+            .within_deadline(host, async {
+                let admin = self.connector.admin(host).await?;
+                let template = prefix.template_ident();
+                let found =
+                    host_ops::survey(&admin, &template, &database, &owner, &database).await?;
+                if !found.template {
+                    return Err(SpareError::NoTemplate(host.name.clone()));
+                }
+                host_ops::prepare_roles(&admin, &found, &owner, &database, None).await?;
+                template::clone_locked(
+                    &self.control,
+                    &admin,
+                    host,
+                    &template,
+                    &database,
+                    &owner,
+                    self.settings.clone_strategy,
+                    self.settings.attempt_timeout,
+                )
+                .await?;
+                self.pause_at("spare_cloned").await;
+                host_ops::secure_database(&admin, &database, &owner, &database).await?;
+                let inside = self.connector.connect(host, database.as_str()).await?;
+                // Privileges as a tenant's, but nobody let in: no LOGIN, no
+                // CONNECT until a claim.
+                let version = privileges::apply_fresh(&inside, &owner, &database, "")
+                    .await?
+                    .ok_or(SpareError::NoVersion)?;
+                drop(inside);
+                // A claim renames the database, which must have no session:
+                // wait for ours to end on the server too.
+                host_ops::wait_unused(&admin, &database).await?;
+                admin.release();
+                Ok(version)
+            })
+            .await?;
+        let client = self.control.get().await.map_err(RegistryError::from)?;
+        if !spares::finish_build(&client, id, version).await? {
+            tracing::warn!(
+                spare = database.as_str(),
+                "a spare's build outlived its lease"
+            );
+        }
+        Ok(true)
+    }
+
+    async fn within_deadline<T>(
+        &self,
+        host: &DbHost,
+        work: impl std::future::Future<Output = Result<T, SpareError>>,
+    ) -> Result<T, SpareError> {
+        let after = self.settings.attempt_timeout;
+        tokio::time::timeout(after, work)
+            .await
+            .map_err(|_| SpareError::Timeout {
+                host: host.name.clone(),
+                after,
+            })?
+    }
+}
