@@ -105,6 +105,20 @@ struct Args {
     /// latency, or the count of tenants woken by it means nothing.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     poll_interval: Duration,
+    /// Spares per host for the `warm` row (tenants.warm_pool); 0 skips it.
+    #[arg(long, default_value_t = 4)]
+    warm_pool: usize,
+    /// Organizations in the `warm` row, arriving `--warm-interval` apart.
+    #[arg(long, default_value_t = 40)]
+    warm_tenants: usize,
+    #[arg(long, default_value = "400ms", value_parser = humantime::parse_duration)]
+    warm_interval: Duration,
+    /// Organizations posted at once in the `burst` row (0 skips it), onto
+    /// a warm pool of `--warm-pool` and `--burst-workers` workers.
+    #[arg(long, default_value_t = 0)]
+    burst: usize,
+    #[arg(long, default_value_t = 4, value_parser = positive)]
+    burst_workers: usize,
     /// Passed by `cargo bench` to every bench binary; nothing to do with it.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -126,8 +140,39 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "{:<9}{:>3}{:>9}{:>11}{:>10}{:>10}",
         "variant", "C", "tenants", "tenants/s", "p50(ms)", "p99(ms)"
     );
+    let mut raws = Vec::new();
     for &concurrency in &args.concurrency {
-        measure_pair(args, concurrency)?;
+        raws.push(measure_pair(args, concurrency)?);
+    }
+    let raw_at = |c: usize| raws.iter().find(|r| r.concurrency == c);
+    if args.warm_pool > 0 && args.warm_tenants > 0 {
+        let db = on_fresh_runtime(async { Ok(TestDatabase::migrated().await) })?;
+        let prefix = PrefixGuard::new();
+        let warm = on_fresh_runtime(measure_warm(args, &db, &prefix.prefix))?;
+        println!("{}", warm.row());
+        if let Some(raw) = raw_at(1) {
+            println!(
+                "{:>12}warm p50 / raw clone p50 (C = 1) = {:.2}",
+                "",
+                millis(warm.p50()) / millis(raw.p50())
+            );
+        }
+        if let Err(e) = on_fresh_runtime(drop_databases(&prefix.prefix)) {
+            eprintln!("warning: dropping the run's databases: {e:#}");
+        }
+    }
+    if args.burst > 0 {
+        let db = on_fresh_runtime(async { Ok(TestDatabase::migrated().await) })?;
+        let prefix = PrefixGuard::new();
+        let burst = on_fresh_runtime(measure_burst(args, &db, &prefix.prefix))?;
+        println!("{}", burst.run.row());
+        println!(
+            "{}",
+            burst.summary(args.warm_pool, raw_at(args.burst_workers))
+        );
+        if let Err(e) = on_fresh_runtime(drop_databases(&prefix.prefix)) {
+            eprintln!("warning: dropping the run's databases: {e:#}");
+        }
     }
     Ok(())
 }
@@ -139,26 +184,221 @@ fn run(args: &Args) -> anyhow::Result<()> {
 /// they are dropped (with every database and role under the prefix) only
 /// once no runtime is left to run a worker or sender that could make
 /// another database after the guard has listed them, even on Ctrl-C.
-fn measure_pair(args: &Args, concurrency: usize) -> anyhow::Result<()> {
+fn measure_pair(args: &Args, concurrency: usize) -> anyhow::Result<Run> {
     let db = on_fresh_runtime(async { Ok(TestDatabase::migrated().await) })?;
     let prefix = PrefixGuard::new();
 
     let (app, template) = on_fresh_runtime(measure_app(args, concurrency, &db, &prefix.prefix))?;
     println!("{}", app.row());
     println!("{}", polled_line(&app, args.poll_interval));
-    let raw = on_fresh_runtime(measure_raw(
-        &template,
-        &prefix.prefix,
-        args.tenants,
-        concurrency,
-    ))?;
-    println!("{}", raw.row());
-    println!("{}", ratio_line(&app, &raw));
-
-    if let Err(e) = on_fresh_runtime(drop_databases(&prefix.prefix)) {
-        eprintln!("warning: dropping the run's databases: {e:#}");
+    let mut fastest: Option<Run> = None;
+    for strategy in [Strategy::WalLog, Strategy::FileCopy] {
+        let raw = on_fresh_runtime(measure_raw(
+            &template,
+            &prefix.prefix,
+            args.tenants,
+            concurrency,
+            strategy,
+        ))?;
+        println!("{}", raw.row());
+        println!("{}", ratio_line(&app, &raw));
+        if fastest.as_ref().is_none_or(|f| raw.per_sec > f.per_sec) {
+            fastest = Some(raw);
+        }
+        if let Err(e) = on_fresh_runtime(drop_databases(&prefix.prefix)) {
+            eprintln!("warning: dropping the run's databases: {e:#}");
+        }
     }
-    Ok(())
+    fastest.context("no raw run")
+}
+
+/// How `raw` clones: PostgreSQL's two CREATE DATABASE strategies.
+#[derive(Debug, Clone, Copy)]
+enum Strategy {
+    WalLog,
+    FileCopy,
+}
+
+impl Strategy {
+    fn variant(self) -> &'static str {
+        match self {
+            Strategy::WalLog => "raw",
+            Strategy::FileCopy => "raw_fcopy",
+        }
+    }
+
+    fn sql(self) -> &'static str {
+        match self {
+            Strategy::WalLog => "WAL_LOG",
+            Strategy::FileCopy => "FILE_COPY",
+        }
+    }
+}
+
+/// Starts the application on `db` under `prefix` with `env` on top of the
+/// bench's settings, and the target its senders post to.
+async fn start_app(
+    db: &TestDatabase,
+    env: TestSettings,
+    deadline: Duration,
+) -> anyhow::Result<(Arc<AppTarget>, PgIdent)> {
+    let secret = env.webhook_secret().to_owned();
+    let settings = app_settings(&env)?;
+    let template = settings.prefix()?.template_ident();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
+    let app = Application::build(&settings, listener).await?;
+    let target = Arc::new(AppTarget {
+        url: format!("http://127.0.0.1:{}/webhooks/clerk", app.port()),
+        http: reqwest::Client::new(),
+        verifier: WebhookVerifier::new(&secret)?,
+        watch: ActiveWatch::start(db).await?,
+        db: db.client().await,
+        deadline,
+    });
+    tokio::spawn(app.run_until_stopped());
+    Ok((target, template))
+}
+
+/// Waits (a liveness bound, not a figure) until `n` spares are ready.
+async fn pool_ready(db: &Client, n: usize) -> anyhow::Result<()> {
+    let until = Instant::now() + ACTIVE_DEADLINE;
+    loop {
+        let ready: i64 = db
+            .query_one(
+                "SELECT count(*) FROM warm_spares WHERE state = 'ready'",
+                &[],
+            )
+            .await?
+            .get(0);
+        if ready as usize >= n {
+            return Ok(());
+        }
+        if Instant::now() > until {
+            bail!(
+                "the warm pool did not fill to {n} within {}s",
+                ACTIVE_DEADLINE.as_secs()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The `warm` row: one worker and `--warm-pool` spares; organizations
+/// arrive `--warm-interval` apart (an open loop, as sign-ups do), each
+/// timed from its POST to active.
+async fn measure_warm(args: &Args, db: &TestDatabase, prefix: &str) -> anyhow::Result<Run> {
+    let env = TestSettings::new(&db.url(), prefix)
+        .with_worker(true)
+        .with_worker_concurrency(1)
+        .with_worker_poll_interval(args.poll_interval)
+        .set(
+            "TENANT_PLANE__TENANTS__WARM_POOL",
+            args.warm_pool.to_string(),
+        );
+    let (target, _) = start_app(db, env, ACTIVE_DEADLINE).await?;
+    // Untimed: one tenant opens the connections; then the pool refills.
+    provision_one(target.clone(), 0, 0).await?;
+    pool_ready(&target.db, args.warm_pool).await?;
+    checkpoint().await?;
+    let start = Instant::now();
+    let arrivals: Vec<_> = (0..args.warm_tenants)
+        .map(|i| {
+            let target = target.clone();
+            let at = start + args.warm_interval * i as u32;
+            tokio::spawn(async move {
+                tokio::time::sleep_until(at.into()).await;
+                provision_one(target, 0, i).await
+            })
+        })
+        .collect();
+    let mut spans = Vec::new();
+    for a in arrivals {
+        spans.push(a.await.context("a sender panicked")??);
+    }
+    Ok(Run::new("warm", 1, spans))
+}
+
+/// The `burst` row and what it needs to be read.
+struct Burst {
+    run: Run,
+    /// When each tenant became active, in order, from the first POST.
+    done: Vec<Duration>,
+}
+
+impl Burst {
+    fn summary(&self, pool: usize, raw: Option<&Run>) -> String {
+        let first: Vec<String> = self
+            .run
+            .first_latencies(pool)
+            .iter()
+            .map(|d| format!("{:.1}", millis(*d)))
+            .collect();
+        let all = self.done.last().copied().unwrap_or_default();
+        // Throughput of those the pool could not serve: from the moment the
+        // pool's last tenant was active to the last tenant.
+        let rest = match (self.done.get(pool.saturating_sub(1)), self.done.last()) {
+            (Some(from), Some(to)) if self.done.len() > pool && to > from => {
+                (self.done.len() - pool) as f64 / (*to - *from).as_secs_f64()
+            }
+            _ => f64::NAN,
+        };
+        let mut line = format!(
+            "{:>12}all {} active after {:.1} s; first {} (from the pool), ms: {}; the rest at {:.1} tenants/s",
+            "",
+            self.done.len(),
+            all.as_secs_f64(),
+            pool,
+            first.join(", "),
+            rest,
+        );
+        if let Some(raw) = raw {
+            line += &format!(
+                " = {:.2}x raw clone throughput at C = {}",
+                rest / raw.per_sec,
+                raw.concurrency
+            );
+        }
+        line
+    }
+}
+
+/// The `burst` row: `--burst` organizations posted at once (32 at a time)
+/// onto a full warm pool and `--burst-workers` workers.
+async fn measure_burst(args: &Args, db: &TestDatabase, prefix: &str) -> anyhow::Result<Burst> {
+    let env = TestSettings::new(&db.url(), prefix)
+        .with_worker(true)
+        .with_worker_concurrency(args.burst_workers)
+        .with_worker_poll_interval(args.poll_interval)
+        .set(
+            "TENANT_PLANE__TENANTS__WARM_POOL",
+            args.warm_pool.to_string(),
+        );
+    // A thousand tenants queue: each may wait for all before it.
+    let (target, _) = start_app(db, env, Duration::from_secs(600)).await?;
+    provision_one(target.clone(), 0, 0).await?;
+    pool_ready(&target.db, args.warm_pool).await?;
+    checkpoint().await?;
+    let posting = Arc::new(tokio::sync::Semaphore::new(32));
+    let start = Instant::now();
+    let tenants: Vec<_> = (0..args.burst)
+        .map(|i| {
+            let (target, posting) = (target.clone(), posting.clone());
+            tokio::spawn(async move {
+                let permit = posting.acquire_owned().await?;
+                provision_posted(target, i, permit).await
+            })
+        })
+        .collect();
+    let mut spans = Vec::new();
+    for t in tenants {
+        spans.push(t.await.context("a sender panicked")??);
+    }
+    let mut done: Vec<Duration> = spans.iter().map(|s| s.end.duration_since(start)).collect();
+    done.sort_unstable();
+    Ok(Burst {
+        run: Run::new("burst", args.burst_workers, spans),
+        done,
+    })
 }
 
 /// Runs one phase on a runtime of its own, shut down when the phase ends.
@@ -252,21 +492,8 @@ async fn measure_app(
         .with_worker(true)
         .with_worker_concurrency(concurrency)
         .with_worker_poll_interval(args.poll_interval);
-    let secret = env.webhook_secret().to_owned();
-    let settings = app_settings(&env)?;
-    let template = settings.prefix()?.template_ident();
-
     // Builds the template database on the server and starts the workers.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("bind 127.0.0.1:0")?;
-    let app = Application::build(&settings, listener).await?;
-    let target = Arc::new(AppTarget {
-        url: format!("http://127.0.0.1:{}/webhooks/clerk", app.port()),
-        http: reqwest::Client::new(),
-        verifier: WebhookVerifier::new(&secret)?,
-        watch: ActiveWatch::start(db).await?,
-        db: db.client().await,
-    });
-    tokio::spawn(app.run_until_stopped());
+    let (target, template) = start_app(db, env, ACTIVE_DEADLINE).await?;
 
     // Untimed: opens the HTTP keep-alive connections and the pooled control
     // connections, so they are not charged to the first timed tenants.
@@ -284,6 +511,8 @@ struct AppTarget {
     watch: ActiveWatch,
     /// Control database, to say why a tenant did not become active.
     db: Client,
+    /// How long one tenant may take to become active (liveness, not speed).
+    deadline: Duration,
 }
 
 /// Start and end of one timed operation.
@@ -295,7 +524,17 @@ struct Span {
 
 /// One tenant: webhook POSTed, answered `applied`, then waited on until
 /// its row is `active`.
-async fn provision_one(target: Arc<AppTarget>, _task: usize, _item: usize) -> anyhow::Result<Span> {
+async fn provision_one(target: Arc<AppTarget>, _task: usize, item: usize) -> anyhow::Result<Span> {
+    provision_posted(target, item, ()).await
+}
+
+/// As [`provision_one`], dropping `posted` (a permit to post) once the
+/// webhook is answered, before waiting for the tenant.
+async fn provision_posted<P>(
+    target: Arc<AppTarget>,
+    _item: usize,
+    posted: P,
+) -> anyhow::Result<Span> {
     // Clerk slugs are unique; the samples all share one.
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let ids = SampleIds::random();
@@ -315,7 +554,8 @@ async fn provision_one(target: Arc<AppTarget>, _task: usize, _item: usize) -> an
     post(&target, headers, body)
         .await
         .with_context(|| format!("webhook for {org_id}"))?;
-    match tokio::time::timeout(ACTIVE_DEADLINE, active).await {
+    drop(posted);
+    match tokio::time::timeout(target.deadline, active).await {
         Ok(Ok(end)) => Ok(Span { start, end }),
         Ok(Err(_)) => bail!("the LISTEN connection closed while waiting for {org_id}"),
         // Still `pending` with no attempt means no worker was woken: a lost
@@ -323,7 +563,7 @@ async fn provision_one(target: Arc<AppTarget>, _task: usize, _item: usize) -> an
         Err(_) => bail!(
             "tenant {org_id} not active {}s after its webhook: {} \
              (pending with no attempt: no worker woke; try a shorter --poll-interval)",
-            ACTIVE_DEADLINE.as_secs(),
+            target.deadline.as_secs(),
             tenant_state(&target.db, org_id).await
         ),
     }
@@ -468,6 +708,7 @@ async fn measure_raw(
     prefix: &str,
     tenants: usize,
     concurrency: usize,
+    strategy: Strategy,
 ) -> anyhow::Result<Run> {
     let mut connections = Vec::with_capacity(concurrency);
     for _ in 0..concurrency {
@@ -479,6 +720,7 @@ async fn measure_raw(
         // find them.
         prefix: prefix.to_owned(),
         connections,
+        strategy,
     });
 
     // Untimed, like the app's warm-up: the template's files are in the page
@@ -500,7 +742,7 @@ async fn measure_raw(
     )
     .await?;
 
-    Ok(Run::new("raw", concurrency, spans))
+    Ok(Run::new(strategy.variant(), concurrency, spans))
 }
 
 /// The raw variant's admin connections and naming.
@@ -508,6 +750,7 @@ struct RawClones {
     template: PgIdent,
     prefix: String,
     connections: Vec<Client>,
+    strategy: Strategy,
 }
 
 impl RawClones {
@@ -524,9 +767,10 @@ impl RawClones {
 
     async fn create(&self, name: &str, task: usize) -> anyhow::Result<Span> {
         let sql = format!(
-            "CREATE DATABASE {} TEMPLATE {}",
+            "CREATE DATABASE {} TEMPLATE {} STRATEGY {}",
             quote_ident(name),
-            self.template
+            self.template,
+            self.strategy.sql()
         );
         let start = Instant::now();
         self.connection(task)
@@ -615,6 +859,8 @@ struct Run {
     per_sec: f64,
     /// Per item, sorted.
     latencies: Vec<Duration>,
+    /// Per item, in the order they started.
+    by_start: Vec<Duration>,
 }
 
 impl Run {
@@ -627,17 +873,26 @@ impl Run {
             (Some(first), Some(last)) => last.duration_since(first),
             _ => Duration::ZERO,
         };
-        let mut latencies: Vec<Duration> = spans
+        let mut ordered = spans.clone();
+        ordered.sort_by_key(|s| s.start);
+        let by_start: Vec<Duration> = ordered
             .iter()
             .map(|s| s.end.duration_since(s.start))
             .collect();
+        let mut latencies = by_start.clone();
         latencies.sort_unstable();
         Self {
             variant,
             concurrency,
             per_sec: spans.len() as f64 / wall.as_secs_f64(),
             latencies,
+            by_start,
         }
+    }
+
+    /// The latencies of the first `n` to start.
+    fn first_latencies(&self, n: usize) -> &[Duration] {
+        &self.by_start[..n.min(self.by_start.len())]
     }
 
     fn p50(&self) -> Duration {
