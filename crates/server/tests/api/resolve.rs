@@ -315,10 +315,13 @@ async fn the_http_route_gives_the_library_verdict_for_every_token() {
             }),
             403,
         ),
+        // Registered from the token (resolver.register_unknown_orgs, on by
+        // default), so as pending as any tenant being provisioned; the
+        // 404 with registration off is in the register module.
         (
-            "unknown organization",
+            "unseen organization",
             sign(&v2_claims(&issuer, "org_doesnotexist1")),
-            404,
+            503,
         ),
         (
             "suspended tenant",
