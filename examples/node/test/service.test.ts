@@ -184,14 +184,20 @@ describe("the example service against a real tenant-plane and PostgreSQL", () =>
     // resolver.register_unknown_orgs (on by default): no webhook for this
     // organization, yet its first request registers it and the worker
     // provisions it.
-    const org = newOrgId();
-    const token = sessionToken(org);
-    const first = await service.call("GET", "/projects", { token });
-    assert.equal(first.status, 503);
-    assert.equal(((await first.json()) as { error: string }).error, "tenant_provisioning");
-    await tp.waitFor(org, "active");
-    const served = await service.call("GET", "/projects", { token });
-    assert.equal(served.status, 200);
+    // A service of its own, so the shared one's pool count stays its own.
+    const own = await startService(tp);
+    try {
+      const org = newOrgId();
+      const token = sessionToken(org);
+      const first = await own.call("GET", "/projects", { token });
+      assert.equal(first.status, 503);
+      assert.equal(((await first.json()) as { error: string }).error, "tenant_provisioning");
+      await tp.waitFor(org, "active");
+      const served = await own.call("GET", "/projects", { token });
+      assert.equal(served.status, 200);
+    } finally {
+      await own.close();
+    }
   });
 
   it("passes tenant-plane's 403 through for a suspended tenant", async () => {
