@@ -199,6 +199,75 @@ pub async fn upsert_organization(
     }
 }
 
+/// The watermark of a row registered from a session token: older than any
+/// event Clerk sends (its timestamps are milliseconds since 1970, and its
+/// organizations are younger), so the organization's first webhook always
+/// completes the row, and the row is never taken for an event of its own.
+pub const TOKEN_WATERMARK: DateTime<Utc> = DateTime::UNIX_EPOCH;
+
+/// Why the audit trail says a tenant was registered from a token.
+pub const TOKEN_REGISTRATION_REASON: &str = "registered from a verified session token";
+
+/// Registers an organization known only from a verified session token (its
+/// first session often arrives before `organization.created`): pending,
+/// desired active, so the reconciler provisions it at once. Its name waits
+/// for the webhook; its slug is the token's unless another organization
+/// holds it (the token's claim is the oldest there is, see
+/// [`TOKEN_WATERMARK`]). An organization the registry already has, even as
+/// a tombstone, is left as it is: `Stale`.
+pub async fn register_from_token(
+    tx: &Transaction<'_>,
+    org: &ClerkOrgId,
+    slug: Option<&str>,
+    actor: &str,
+) -> Result<Change, RegistryError> {
+    // The lock order of upsert_organization: organization, then slug.
+    serialize(tx, "org", org.as_str()).await?;
+    if let Some(slug) = slug {
+        serialize(tx, "slug", slug).await?;
+    }
+    // No conflict target: a conflict on the slug as well as on the
+    // organization writes nothing rather than failing (neither can happen
+    // while every writer takes the locks above).
+    let id = TenantId::new();
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO tenant_registry
+                 (id, clerk_org_id, slug, status, desired_state, source_updated_at)
+             SELECT $1, $2,
+                    CASE WHEN NOT EXISTS (SELECT 1 FROM tenant_registry WHERE slug = $3)
+                         THEN $3 END,
+                    'pending', 'active', $4
+             ON CONFLICT DO NOTHING",
+        )
+        .await?;
+    let inserted = tx
+        .execute(
+            &stmt,
+            &[&id.as_uuid(), &org.as_str(), &slug, &TOKEN_WATERMARK],
+        )
+        .await?;
+    if inserted == 0 {
+        return Ok(Change::Stale);
+    }
+    record_event(
+        tx,
+        id,
+        actor,
+        "registered",
+        None,
+        (TenantStatus::Pending, DesiredState::Active),
+        json!({
+            "clerk_org_id": org,
+            "source": "session_token",
+            "reason": TOKEN_REGISTRATION_REASON,
+        }),
+    )
+    .await?;
+    wake_workers(tx).await?;
+    Ok(Change::Applied)
+}
+
 /// Marks an organization's tenant for deletion (the reconciler retires its
 /// database). An organization never seen before gets a tombstone, so that a
 /// `created` delivered after the `deleted` cannot provision it.

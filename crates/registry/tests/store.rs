@@ -204,6 +204,79 @@ async fn an_older_update_never_overwrites_a_newer_one() {
 }
 
 #[tokio::test]
+async fn a_token_registration_is_beaten_by_any_clerk_event_and_never_replaces_a_row() {
+    let s = store().await;
+    let client = s.pool.get().await.unwrap();
+    let get = |id: ClerkOrgId| {
+        let client = &client;
+        async move {
+            tenants::get(client, TenantKey::ClerkOrg(&id))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
+
+    // Registered from a token: pending, desired active, the lowest watermark.
+    let id = org_id();
+    let change =
+        in_tx!(s, tx => directory::register_from_token(tx, &id, Some("from-token"), "resolver"));
+    assert_eq!(change, Change::Applied);
+    let t = get(id.clone()).await;
+    assert_eq!(
+        (t.status, t.desired_state),
+        (TenantStatus::Pending, DesiredState::Active)
+    );
+    assert_eq!(t.slug.as_deref(), Some("from-token"));
+    assert_eq!(t.source_updated_at, directory::TOKEN_WATERMARK);
+    let events = tenants::events(&client, t.id).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (events[0].actor.as_str(), events[0].kind.as_str()),
+        ("resolver", "registered")
+    );
+    assert_eq!(
+        events[0].detail["reason"],
+        json!(directory::TOKEN_REGISTRATION_REASON)
+    );
+
+    // A second registration writes nothing.
+    let again =
+        in_tx!(s, tx => directory::register_from_token(tx, &id, Some("from-token"), "resolver"));
+    assert_eq!(again, Change::Stale);
+
+    // Clerk's oldest possible event still beats it, and completes the row.
+    let first = Utc::now() - Duration::days(365);
+    let created = Organization::new(id.clone(), "Named".into(), Some("from-token".into()), first);
+    let change = in_tx!(s, tx => directory::upsert_organization(tx, &created, "test"));
+    assert_eq!(change, Change::Applied);
+    let completed = get(id.clone()).await;
+    assert_eq!(completed.id, t.id);
+    assert_eq!(completed.name, "Named");
+    assert_eq!(
+        completed.source_updated_at.timestamp_millis(),
+        first.timestamp_millis()
+    );
+    assert_eq!(tenants::events(&client, t.id).await.unwrap().len(), 1);
+
+    // The slug another organization holds is not taken.
+    let other = org_id();
+    in_tx!(s, tx => directory::register_from_token(tx, &other, Some("from-token"), "resolver"));
+    assert_eq!(get(other).await.slug, None);
+
+    // A tombstone stays one.
+    let gone = org_id();
+    in_tx!(s, tx => directory::delete_organization(tx, &gone, Utc::now(), "test"));
+    let change = in_tx!(s, tx => directory::register_from_token(tx, &gone, None, "resolver"));
+    assert_eq!(change, Change::Stale);
+    let t = get(gone).await;
+    assert_eq!(
+        (t.status, t.desired_state),
+        (TenantStatus::Deleted, DesiredState::Deleted)
+    );
+}
+
+#[tokio::test]
 async fn deleting_an_organization_ends_its_memberships() {
     let s = store().await;
     let (org_a, org_b, u) = (org_id(), org_id(), user_id());

@@ -129,6 +129,8 @@ impl Fixture {
                 cache_ttl: Duration::from_secs(3600),
                 cache_max_entries: tenant_plane_resolver::cache::DEFAULT_MAX_ENTRIES,
                 tls: world.tls.clone(),
+                // Every benchmarked tenant exists: nothing to register.
+                register_unknown_orgs: false,
             },
             control.clone(),
             world.cipher.clone(),

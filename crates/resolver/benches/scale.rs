@@ -114,6 +114,8 @@ async fn run(args: &Args) -> anyhow::Result<()> {
             cache_ttl: Duration::from_secs(3600),
             cache_max_entries: args.registry,
             tls: world.tls.clone(),
+            // Every benchmarked tenant exists: nothing to register.
+            register_unknown_orgs: false,
         },
         world.control.clone(),
         world.cipher.clone(),

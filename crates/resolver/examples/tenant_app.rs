@@ -87,6 +87,10 @@ async fn main() -> anyhow::Result<()> {
         cache_ttl: Duration::from_secs(60),
         cache_max_entries: tenant_plane_resolver::cache::DEFAULT_MAX_ENTRIES,
         tls: control_target.tls.clone(),
+        // As tenant-plane's server does by default: the first session of a
+        // new organization starts its provisioning (needs a control role
+        // that may write the registry).
+        register_unknown_orgs: true,
     };
     let resolver = Arc::new(Resolver::new(
         config,

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use model::{ClerkOrgId, TenantId, TenantStatus};
 use registry::crypto::PasswordCipher;
+use registry::directory;
 use registry::listen::{self, Signal, CHANGED_CHANNEL, TOUCHED_CHANNEL};
 use registry::tenants::{self, Tenant, TenantCredentials, TenantKey};
 use registry::tls::{ConnectOptions, TlsSettings};
@@ -162,6 +163,9 @@ pub enum Change {
 pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
+    /// Organizations registered from session tokens
+    /// ([`TenantCache::get_or_register`]).
+    pub registered: u64,
 }
 
 type Fetched = Result<Option<Arc<ResolvedTenant>>, Arc<LookupError>>;
@@ -193,6 +197,8 @@ pub struct TenantCache {
     inner: Mutex<Inner>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Organizations registered from session tokens.
+    registered: AtomicU64,
     /// Bumped by every invalidation: what waiters ([`TenantCache::wait_for`])
     /// wake on.
     changes: tokio::sync::watch::Sender<u64>,
@@ -217,6 +223,7 @@ impl TenantCache {
             inner: Mutex::new(Inner::default()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            registered: AtomicU64::new(0),
             changes: tokio::sync::watch::channel(0).0,
         }
     }
@@ -238,6 +245,60 @@ impl TenantCache {
     ) -> Result<Option<Arc<ResolvedTenant>>, LookupError> {
         let key = LookupKey::of(key);
         self.get_or_fetch(&key, || self.fetch(key.as_key())).await
+    }
+
+    /// As [`TenantCache::get`], but an organization the registry confirms
+    /// it has never seen is registered first, as `actor`, pending and
+    /// desired active (`registry::directory::register_from_token`: the
+    /// slug is display-only, a tombstone is never replaced). The read and
+    /// the registration are one load: concurrent misses of the organization
+    /// share it, so a burst of first requests writes once. `None` only when
+    /// the registration wrote nothing and the row is still missing (a
+    /// caller of [`TenantCache::get`] started the load this one joined).
+    pub async fn get_or_register(
+        &self,
+        org: &ClerkOrgId,
+        slug: Option<&str>,
+        actor: &str,
+    ) -> Result<Option<Arc<ResolvedTenant>>, LookupError> {
+        let key = LookupKey::Org(org.clone());
+        self.get_or_fetch(&key, || async {
+            if let Some(found) = self.fetch(key.as_key()).await? {
+                return Ok(Some(found));
+            }
+            self.register(org, slug, actor).await?;
+            // Read back whatever is there now: the new row, or the one a
+            // webhook wrote meanwhile (a tombstone stays one).
+            self.fetch(key.as_key()).await
+        })
+        .await
+    }
+
+    async fn register(
+        &self,
+        org: &ClerkOrgId,
+        slug: Option<&str>,
+        actor: &str,
+    ) -> Result<(), LookupError> {
+        let mut client = self
+            .control
+            .get()
+            .await
+            .map_err(registry::RegistryError::from)?;
+        let tx = client
+            .transaction()
+            .await
+            .map_err(registry::RegistryError::from)?;
+        let change = directory::register_from_token(&tx, org, slug, actor).await?;
+        tx.commit().await.map_err(registry::RegistryError::from)?;
+        if change == directory::Change::Applied {
+            self.registered.fetch_add(1, Ordering::Relaxed);
+            tracing::info!(
+                org_id = org.as_str(),
+                "registered an organization from a verified session token"
+            );
+        }
+        Ok(())
     }
 
     /// The cached tenant, or the result of the one fetch in flight for
@@ -394,6 +455,7 @@ impl TenantCache {
         CacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
+            registered: self.registered.load(Ordering::Relaxed),
         }
     }
 

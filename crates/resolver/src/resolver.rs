@@ -30,7 +30,19 @@ pub struct ResolverConfig {
     /// the control database URL's (`registry::pool::parse_url(url)?.tls`).
     /// Its client certificate, if any, is not used for tenant roles.
     pub tls: TlsSettings,
+    /// Register an organization that a verified token names but the
+    /// registry has never seen (pending, desired active), so that a late
+    /// or lost `organization.created` does not hold up provisioning; a
+    /// deleted organization stays deleted. Off: such a token is refused as
+    /// [`ResolveError::UnknownTenant`] and nothing is written. tenant-plane's
+    /// server turns it on by default (`resolver.register_unknown_orgs`);
+    /// it needs a control-database role that may write `tenant_registry`
+    /// and `tenant_events`.
+    pub register_unknown_orgs: bool,
 }
+
+/// Who the audit trail says registered a tenant from a session token.
+pub const REGISTRATION_ACTOR: &str = "resolver";
 
 /// Why a token did not resolve to a usable tenant. Each has its own HTTP
 /// status and stable code, used by the extractor and the internal API alike.
@@ -145,6 +157,7 @@ pub struct Resolver {
     verifier: TokenVerifier,
     cache: Arc<TenantCache>,
     pools: PoolManager,
+    register_unknown_orgs: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,8 +167,8 @@ pub enum ResolverSetupError {
 }
 
 impl Resolver {
-    /// `control` reaches the control-plane database (read-only use);
-    /// `cipher` opens the tenant role passwords stored there.
+    /// `control` reaches the control-plane database (read-only use, unless
+    /// `config.register_unknown_orgs`); `cipher` opens the tenant role passwords stored there.
     pub fn new(
         config: ResolverConfig,
         control: Pool,
@@ -184,6 +197,7 @@ impl Resolver {
             verifier: TokenVerifier::new(config.token, clock)?,
             cache,
             pools: PoolManager::new(config.pools),
+            register_unknown_orgs: config.register_unknown_orgs,
         })
     }
 
@@ -200,11 +214,16 @@ impl Resolver {
         let org = session.org.as_ref().ok_or(ResolveError::NoOrganization)?;
         let span = tracing::Span::current();
         span.record("org_id", org.id.as_str());
-        let tenant = self
-            .cache
-            .get(&org.id)
-            .await?
-            .ok_or(ResolveError::UnknownTenant)?;
+        // Only a verified token gets here, so what is registered is bounded
+        // by the organizations of the configured Clerk instance.
+        let tenant = if self.register_unknown_orgs {
+            self.cache
+                .get_or_register(&org.id, org.slug.as_deref(), REGISTRATION_ACTOR)
+                .await?
+        } else {
+            self.cache.get(&org.id).await?
+        }
+        .ok_or(ResolveError::UnknownTenant)?;
         span.record("tenant_id", tracing::field::display(tenant.id));
         // A tenant id carried by a session-token template short-cuts nothing
         // on trust: it must name the organization's own tenant.

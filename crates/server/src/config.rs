@@ -187,6 +187,8 @@ pub struct ResolverSettings {
     pub pool_budget: usize,
     #[serde(with = "humantime_serde")]
     pub jwks_min_refetch: Duration,
+    /// Register organizations first seen in a verified session token.
+    pub register_unknown_orgs: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

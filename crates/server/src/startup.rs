@@ -224,6 +224,7 @@ pub fn build_resolver_with(
         cache_ttl: settings.resolver.cache_ttl,
         cache_max_entries: settings.resolver.cache_max_entries,
         tls: registry::pool::parse_url(settings.database_url()?)?.tls,
+        register_unknown_orgs: settings.resolver.register_unknown_orgs,
     };
     let resolver = Resolver::with_cache(config, cache, Arc::new(SystemClock))
         .context("clerk.jwt_public_key")?;

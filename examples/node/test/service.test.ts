@@ -180,14 +180,24 @@ describe("the example service against a real tenant-plane and PostgreSQL", () =>
     assert.equal(direct.body.error, "token_signature");
   });
 
-  it("passes tenant-plane's 404 through for an organization without a tenant", async () => {
-    const token = sessionToken(newOrgId());
-    const r = await service.call("GET", "/projects", { token });
-    const direct = await resolveDirectly(tp, token);
-    assert.equal(r.status, 404);
-    assert.equal(direct.status, 404);
-    assert.deepEqual(await r.json(), direct.body);
-    assert.equal(direct.body.error, "tenant_unknown");
+  it("registers an organization first seen in a token: 503 while it is provisioned, then served", async () => {
+    // resolver.register_unknown_orgs (on by default): no webhook for this
+    // organization, yet its first request registers it and the worker
+    // provisions it.
+    // A service of its own, so the shared one's pool count stays its own.
+    const own = await startService(tp);
+    try {
+      const org = newOrgId();
+      const token = sessionToken(org);
+      const first = await own.call("GET", "/projects", { token });
+      assert.equal(first.status, 503);
+      assert.equal(((await first.json()) as { error: string }).error, "tenant_provisioning");
+      await tp.waitFor(org, "active");
+      const served = await own.call("GET", "/projects", { token });
+      assert.equal(served.status, 200);
+    } finally {
+      await own.close();
+    }
   });
 
   it("passes tenant-plane's 403 through for a suspended tenant", async () => {

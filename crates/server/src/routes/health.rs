@@ -87,6 +87,7 @@ pub async fn metrics_route(state: web::Data<AppState>) -> HttpResponse {
     let cache = state.tenants.stats();
     metrics::gauge!("tenant_plane_resolver_cache_hits").set(cache.hits as f64);
     metrics::gauge!("tenant_plane_resolver_cache_misses").set(cache.misses as f64);
+    metrics::gauge!("tenant_plane_resolver_registered_orgs").set(cache.registered as f64);
     if let Some(resolver) = &state.resolver {
         let tokens = resolver.token_cache_stats();
         metrics::gauge!("tenant_plane_resolver_token_cache_hits").set(tokens.hits as f64);

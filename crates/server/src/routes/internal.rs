@@ -292,7 +292,7 @@ action_route!(
         (status = 200, body = ResolveResponse),
         (status = 401, description = "invalid token", body = ErrorBody),
         (status = 403, description = "no organization, or tenant suspended", body = ErrorBody),
-        (status = 404, description = "no tenant for the organization", body = ErrorBody),
+        (status = 404, description = "no tenant for the organization (only with resolver.register_unknown_orgs off: else a verified token registers it, 503 while it is provisioned)", body = ErrorBody),
         (status = 409, description = "tenant failed", body = ErrorBody),
         (status = 410, description = "tenant deleted", body = ErrorBody),
         (status = 503, description = "tenant provisioning, or resolver not configured", body = ErrorBody),

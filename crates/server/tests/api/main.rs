@@ -21,6 +21,7 @@ mod ordering;
 mod placement;
 mod provisioning;
 mod ready;
+mod register;
 mod resolve;
 mod signature;
 mod slow_clients;
