@@ -15,13 +15,17 @@ CREATE TABLE warm_spares (
     name text NOT NULL UNIQUE,
     state text NOT NULL CHECK (state IN ('building', 'ready', 'claimed', 'retiring')),
     template_version integer,
+    -- The login role's password, AES-GCM-sealed bound to the spare's id and
+    -- name; a claim seals it again for the tenant, so taking a spare needs
+    -- no new SCRAM verifier.
+    password_enc bytea,
     tenant_id uuid UNIQUE REFERENCES tenant_registry (id),
     lease_expires_at timestamptz,
     created_at timestamptz NOT NULL DEFAULT now(),
     ready_at timestamptz,
     claimed_at timestamptz,
     CHECK ((state = 'claimed') = (tenant_id IS NOT NULL)),
-    CHECK (state <> 'ready' OR template_version IS NOT NULL)
+    CHECK (state <> 'ready' OR (template_version IS NOT NULL AND password_enc IS NOT NULL))
 );
 
 CREATE INDEX warm_spares_host_state ON warm_spares (db_host_id, state);

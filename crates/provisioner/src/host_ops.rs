@@ -162,14 +162,16 @@ pub(crate) async fn survey(
 /// the NOLOGIN owner, the admin able to act as it, and the login role with
 /// the password on record and its plan's limits. A new login role starts
 /// NOLOGIN; [`open_sql`] lets it in once its database is ready. An existing
-/// one keeps its LOGIN state. A warm-pool spare's login role has neither
-/// password nor limits (`None`) until a claim gives it a tenant's.
+/// one keeps its LOGIN state. A warm-pool spare's login role gets its
+/// password now and its limits (`None`) from the plan of the tenant that
+/// claims it.
 pub(crate) async fn prepare_roles(
     admin: &Client,
     found: &Survey,
     owner: &PgIdent,
     login: &PgIdent,
-    credentials: Option<(&str, &Limits)>,
+    password: &str,
+    limits: Option<&Limits>,
 ) -> Result<(), HostSqlError> {
     let mut batch = String::new();
     if !found.owner {
@@ -178,10 +180,7 @@ pub(crate) async fn prepare_roles(
     if !found.superuser && !found.admin_is_owner {
         batch.push_str(&admin_grant(owner, found.v16));
     }
-    let password = match credentials {
-        Some((password, _)) => format!("PASSWORD {}", verifier(password)),
-        None => "PASSWORD NULL".to_owned(),
-    };
+    let password = format!("PASSWORD {}", verifier(password));
     if found.login {
         batch.push_str(&format!("ALTER ROLE {login} NOINHERIT {password};"));
     } else {
@@ -189,7 +188,7 @@ pub(crate) async fn prepare_roles(
             "CREATE ROLE {login} NOLOGIN NOINHERIT {password};"
         ));
     }
-    if let Some((_, limits)) = credentials {
+    if let Some(limits) = limits {
         batch.push_str(&limits.statements(login));
     }
     admin
@@ -232,17 +231,17 @@ pub(crate) async fn spare_and_tenant_exist(
 
 /// Makes a spare the tenant's, in one transaction: database, login and
 /// owner roles renamed to the tenant's names (grants and default
-/// privileges follow, being held by oid), the login role given the
-/// tenant's password and limits, then let in. A crash leaves either the
-/// spare untouched or the tenant complete. The rename waits for (and then
-/// fails on) sessions in the spare's database; nothing connects to one.
+/// privileges follow, being held by oid; so does the SCRAM verifier, which
+/// is the tenant's password from the claim on), the login role given the
+/// tenant's limits, then let in. A crash leaves either the spare untouched
+/// or the tenant complete. The rename waits for (and then fails on)
+/// sessions in the spare's database; nothing connects to one.
 pub(crate) async fn take_spare(
     admin: &Client,
     spare: SpareNames<'_>,
     tenant_db: &PgIdent,
     login: &PgIdent,
     owner: &PgIdent,
-    password: &str,
     limits: &Limits,
 ) -> Result<(), HostSqlError> {
     let SpareNames {
@@ -254,10 +253,8 @@ pub(crate) async fn take_spare(
             "ALTER DATABASE {spare_db} RENAME TO {tenant_db};
              ALTER ROLE {spare_db} RENAME TO {login};
              ALTER ROLE {spare_owner} RENAME TO {owner};
-             ALTER ROLE {login} NOINHERIT PASSWORD {};
              {}
              {}",
-            verifier(password),
             limits.statements(login),
             open_sql(tenant_db, login),
         ))

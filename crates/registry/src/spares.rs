@@ -60,10 +60,13 @@ pub struct Spare {
     pub template_version: Option<i32>,
     pub tenant: Option<TenantId>,
     pub created_at: DateTime<Utc>,
+    /// The login role's password, sealed to the spare (id and name).
+    #[serde(skip)]
+    pub password_enc: Option<Vec<u8>>,
 }
 
-const COLUMNS: &str =
-    "s.id, s.db_host_id, s.name, s.state, s.template_version, s.tenant_id, s.created_at";
+const COLUMNS: &str = "s.id, s.db_host_id, s.name, s.state, s.template_version, s.tenant_id, \
+     s.created_at, s.password_enc";
 
 fn from_row(r: &tokio_postgres::Row) -> Result<Spare, RegistryError> {
     let id: Uuid = r.get("id");
@@ -82,6 +85,7 @@ fn from_row(r: &tokio_postgres::Row) -> Result<Spare, RegistryError> {
         template_version: r.get("template_version"),
         tenant: r.get::<_, Option<Uuid>>("tenant_id").map(TenantId::from),
         created_at: r.get("created_at"),
+        password_enc: r.get("password_enc"),
     })
 }
 
@@ -133,20 +137,22 @@ pub async fn begin_build(
     Ok(inserted == 1)
 }
 
-/// Marks a built spare `ready` at `version`; false if it is no longer ours
-/// to finish (its lease lapsed and it was taken for retiring).
+/// Marks a built spare `ready` at `version` with its login role's sealed
+/// password; false if it is no longer ours to finish (its lease lapsed and
+/// it was taken for retiring).
 pub async fn finish_build(
     client: &impl GenericClient,
     id: Uuid,
     version: i32,
+    password_enc: &[u8],
 ) -> Result<bool, RegistryError> {
     Ok(client
         .execute(
             "UPDATE warm_spares
-                SET state = 'ready', template_version = $2, ready_at = now(),
-                    lease_expires_at = NULL
+                SET state = 'ready', template_version = $2, password_enc = $3,
+                    ready_at = now(), lease_expires_at = NULL
               WHERE id = $1 AND state = 'building'",
-            &[&id, &version],
+            &[&id, &version, &password_enc],
         )
         .await?
         == 1)

@@ -366,6 +366,11 @@ impl Burst {
 /// onto a full warm pool and `--burst-workers` workers.
 async fn measure_burst(args: &Args, db: &TestDatabase, prefix: &str) -> anyhow::Result<Burst> {
     let env = TestSettings::new(&db.url(), prefix)
+        // Room for the burst, the warm-up tenant and the pool.
+        .set(
+            "TENANT_PLANE__TENANTS__DEFAULT_HOST_CAPACITY",
+            (args.burst + args.warm_pool + 16).to_string(),
+        )
         .with_worker(true)
         .with_worker_concurrency(args.burst_workers)
         .with_worker_poll_interval(args.poll_interval)

@@ -401,8 +401,17 @@ impl Reconciler {
                     }
                 });
             }
-            if password.is_none() {
-                let role = self.settings.prefix.tenant_ident(t.id);
+            let role = self.settings.prefix.tenant_ident(t.id);
+            if let Some(s) = &spare {
+                // The spare's role already has a password: it becomes the
+                // tenant's, sealed to the tenant from now on.
+                let sealed = s
+                    .password_enc
+                    .as_deref()
+                    .ok_or(StepError::Inconsistent("a ready spare without a password"))?;
+                let plain = self.cipher.open(sealed, TenantId::from(s.id), &s.name)?;
+                password = Some(self.cipher.seal(t.id, &role, &plain));
+            } else if password.is_none() {
                 password = Some(self.cipher.seal(t.id, &role, &random_password()));
             }
         }
@@ -493,7 +502,6 @@ impl Reconciler {
                     &names.database,
                     &names.role,
                     &names.owner,
-                    &password,
                     limits,
                 )
                 .await?;
@@ -536,7 +544,8 @@ impl Reconciler {
             &found,
             &names.owner,
             &names.role,
-            Some((&password, limits)),
+            &password,
+            Some(limits),
         )
         .await?;
         // Moving a database of the first model takes the login role's own

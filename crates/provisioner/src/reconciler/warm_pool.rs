@@ -1,6 +1,8 @@
 //! The warm pool (`tenants.warm_pool` spares per accepting host): databases
 //! cloned ahead from the host's current template, with a NOLOGIN owner role
-//! and a NOLOGIN login role without a password, privileges already set,
+//! and a NOLOGIN login role with a password of its own (sealed in the
+//! spare's row, bound to the spare; a claim seals it for the tenant),
+//! privileges already set,
 //! never connected to once built. A new tenant's claim renames one to the
 //! tenant's names (`host_ops::take_spare`), so provisioning costs a
 //! transaction instead of a clone.
@@ -14,6 +16,8 @@
 
 use std::time::Duration;
 
+use model::TenantId;
+use registry::crypto::random_password;
 use registry::hosts::{self, DbHost, HostState};
 use registry::spares::{self, Spare};
 use registry::RegistryError;
@@ -44,6 +48,9 @@ pub enum SpareError {
     #[error("work on db host {host:?} did not finish within {}s", .after.as_secs_f64())]
     Timeout { host: String, after: Duration },
 }
+
+/// How soon a refill that waited for tenants being provisioned looks again.
+const DEFERRED_RETRY: Duration = Duration::from_millis(50);
 
 /// What one refill did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -102,20 +109,29 @@ impl Reconciler {
             let taken = self.spare_taken.notified();
             tokio::pin!(taken);
             taken.as_mut().enable();
+            let mut wait = interval;
             match self.refill_once().await {
-                Ok(done) if done.built + done.retired > 0 => {
-                    tracing::info!(
-                        built = done.built,
-                        retired = done.retired,
-                        "warm pool refilled"
-                    );
+                Ok(done) => {
+                    if done.built + done.retired > 0 {
+                        tracing::info!(
+                            built = done.built,
+                            retired = done.retired,
+                            "warm pool refilled"
+                        );
+                    }
+                    // Tenants were being provisioned: look again shortly, not
+                    // a whole interval later, or a steady trickle of sign-ups
+                    // (each one provisioning when its claim woke us) would
+                    // keep the pool from ever refilling.
+                    if done.deferred {
+                        wait = wait.min(DEFERRED_RETRY);
+                    }
                 }
-                Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "warm pool refill failed"),
             }
             tokio::select! {
                 _ = &mut taken => {}
-                _ = tokio::time::sleep(interval) => {}
+                _ = tokio::time::sleep(wait) => {}
                 changed = shutdown.changed() => if changed.is_err() { break },
             }
         }
@@ -192,6 +208,7 @@ impl Reconciler {
                 return Ok(false);
             }
         }
+        let password = random_password();
         let version = self
             .within_deadline(host, async {
                 let admin = self.connector.admin(host).await?;
@@ -201,7 +218,7 @@ impl Reconciler {
                 if !found.template {
                     return Err(SpareError::NoTemplate(host.name.clone()));
                 }
-                host_ops::prepare_roles(&admin, &found, &owner, &database, None).await?;
+                host_ops::prepare_roles(&admin, &found, &owner, &database, &password, None).await?;
                 template::clone_locked(
                     &self.control,
                     &admin,
@@ -230,7 +247,8 @@ impl Reconciler {
             })
             .await?;
         let client = self.control.get().await.map_err(RegistryError::from)?;
-        if !spares::finish_build(&client, id, version).await? {
+        let sealed = self.cipher.seal(TenantId::from(id), &database, &password);
+        if !spares::finish_build(&client, id, version, &sealed).await? {
             tracing::warn!(
                 spare = database.as_str(),
                 "a spare's build outlived its lease"

@@ -123,7 +123,7 @@ async fn spares_are_closed_to_everyone_until_claimed() {
     let row = app
         .client
         .query_one(
-            "SELECT r.rolcanlogin, a.rolpassword IS NULL,
+            "SELECT r.rolcanlogin, starts_with(a.rolpassword, 'SCRAM-SHA-256$'),
                     has_database_privilege('public', d.oid, 'CONNECT'),
                     (SELECT count(*) FROM pg_stat_activity WHERE datname = $1)
                FROM pg_roles r JOIN pg_authid a ON a.oid = r.oid, pg_database d
@@ -133,7 +133,19 @@ async fn spares_are_closed_to_everyone_until_claimed() {
         .await
         .unwrap();
     assert!(!row.get::<_, bool>(0), "a spare's role cannot log in");
-    assert!(row.get::<_, bool>(1), "a spare's role has no password");
+    // Its password is set now (a claim needs no new verifier) and sealed
+    // in its row, never stored in the clear.
+    assert!(row.get::<_, bool>(1), "a spare's role has a SCRAM verifier");
+    let sealed: Vec<u8> = app
+        .client
+        .query_one(
+            "SELECT password_enc FROM warm_spares WHERE name = $1",
+            &[&spare],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(sealed.len() > 28, "sealed: nonce, ciphertext and tag");
     assert!(!row.get::<_, bool>(2), "PUBLIC may not connect to a spare");
     assert_eq!(row.get::<_, i64>(3), 0, "nobody is connected to a spare");
     // Nor does it show as a tenant anywhere.
