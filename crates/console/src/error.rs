@@ -104,7 +104,9 @@ impl ResponseError for ConsoleError {
         }
         match page.render() {
             Ok(html) => res.body(html),
-            Err(_) => res.content_type(ContentType::plaintext()).body(page.message),
+            Err(_) => res
+                .content_type(ContentType::plaintext())
+                .body(page.message),
         }
     }
 }

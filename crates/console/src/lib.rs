@@ -104,9 +104,11 @@ pub fn configure(cfg: &mut web::ServiceConfig, state: Arc<ConsoleState>) {
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 ConsoleError::BadRequest(format!("the address could not be read: {e}")).into()
             }))
-            .app_data(web::PathConfig::default().error_handler(|e, _| {
-                ConsoleError::NotFound(format!("no such page ({e})")).into()
-            }))
+            .app_data(
+                web::PathConfig::default().error_handler(|e, _| {
+                    ConsoleError::NotFound(format!("no such page ({e})")).into()
+                }),
+            )
             .wrap(from_fn(security_headers))
             .configure(pages::routes)
             .default_service(web::to(|| async {

@@ -119,6 +119,9 @@ async fn publish(
         .into_iter()
         .map(|(s, n)| (s.as_str().to_owned(), n.into()))
         .collect();
-    let _ = feed.send(Arc::from(sse("counts", &serde_json::Value::Object(counts).to_string())));
+    let _ = feed.send(Arc::from(sse(
+        "counts",
+        &serde_json::Value::Object(counts).to_string(),
+    )));
     Ok(())
 }

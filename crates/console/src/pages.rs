@@ -112,7 +112,12 @@ struct CsrfForm {
 
 /// A state-changing request must come from one of our pages: the session's
 /// CSRF token, and no foreign Origin (browsers send it on every POST).
-fn check_form(req: &HttpRequest, state: &ConsoleState, op: &Operator, csrf: &str) -> Result<(), ConsoleError> {
+fn check_form(
+    req: &HttpRequest,
+    state: &ConsoleState,
+    op: &Operator,
+    csrf: &str,
+) -> Result<(), ConsoleError> {
     check_origin(req)?;
     if !state.keys.check_csrf(&op.session, csrf) {
         return Err(ConsoleError::Forbidden(
@@ -558,9 +563,12 @@ async fn tenant_page(
         .get(&t.plan)
         .map(|l| l.fingerprint())
         .unwrap_or_else(|e| e.to_string());
-    let done = non_empty(&query.done)
-        .and_then(parse_action)
-        .map(|a| format!("{} requested; the reconciler carries it out.", capitalise(a.as_str())));
+    let done = non_empty(&query.done).and_then(parse_action).map(|a| {
+        format!(
+            "{} requested; the reconciler carries it out.",
+            capitalise(a.as_str())
+        )
+    });
     html(TenantPage {
         nav: "tenants",
         csrf: op.csrf,
@@ -728,7 +736,12 @@ struct WebhooksQuery {
     outcome: Option<String>,
 }
 
-const OUTCOMES: [Outcome; 4] = [Outcome::Applied, Outcome::Ignored, Outcome::Stale, Outcome::Dead];
+const OUTCOMES: [Outcome; 4] = [
+    Outcome::Applied,
+    Outcome::Ignored,
+    Outcome::Stale,
+    Outcome::Dead,
+];
 
 async fn webhook_list(state: State, op: Operator, query: web::Query<WebhooksQuery>) -> Page {
     let outcome = non_empty(&query.outcome)
@@ -794,7 +807,9 @@ async fn webhook_page(
     let client = state.pool.get().await?;
     let e = webhook_events::get(&client, &svix_id)
         .await?
-        .ok_or_else(|| ConsoleError::NotFound(format!("no delivery {:?} in the inbox", *svix_id)))?;
+        .ok_or_else(|| {
+            ConsoleError::NotFound(format!("no delivery {:?} in the inbox", *svix_id))
+        })?;
     let body = match &e.body {
         Some(serde_json::Value::String(raw)) => raw.clone(),
         Some(v) => serde_json::to_string_pretty(v).unwrap_or_default(),
@@ -833,10 +848,9 @@ async fn replay(
 ) -> Page {
     check_form(&req, &state, &op, &form.csrf)?;
     let inbox = webhooks::Inbox::new(state.pool.clone());
-    let outcome = inbox
-        .replay(&svix_id)
-        .await?
-        .ok_or_else(|| ConsoleError::NotFound(format!("no delivery {:?} in the inbox", *svix_id)))?;
+    let outcome = inbox.replay(&svix_id).await?.ok_or_else(|| {
+        ConsoleError::NotFound(format!("no delivery {:?} in the inbox", *svix_id))
+    })?;
     tracing::info!(outcome = outcome.as_str(), "console: delivery replayed");
     Ok(see_other(&format!(
         "/console/webhooks/{}?replayed={}",
@@ -1042,4 +1056,3 @@ async fn provisioning(state: State, op: Operator) -> Page {
         counts: counts.iter().map(|(s, n)| (s.as_str(), *n)).collect(),
     })
 }
-

@@ -96,7 +96,10 @@ impl Keys {
         let expires = Utc::now() + chrono::Duration::from_std(lifetime).ok()?;
         let head = format!("{key}.{}.{nonce}", expires.timestamp());
         let tag = self.mac(key, &[b"session", head.as_bytes()])?;
-        let cookie = format!("{head}.{}", URL_SAFE_NO_PAD.encode(tag.finalize().into_bytes()));
+        let cookie = format!(
+            "{head}.{}",
+            URL_SAFE_NO_PAD.encode(tag.finalize().into_bytes())
+        );
         Some((
             Session {
                 key,
@@ -258,7 +261,9 @@ mod tests {
             .verify(&format!("{}.{tag}", parts.join(".")), Utc::now())
             .is_none());
         // The same cookie under the other token's key.
-        assert!(k.verify(&format!("1{}", &cookie[1..]), Utc::now()).is_none());
+        assert!(k
+            .verify(&format!("1{}", &cookie[1..]), Utc::now())
+            .is_none());
         assert!(k.verify("garbage", Utc::now()).is_none());
         // Sessions end with their token.
         let other = Keys::new(&[SecretString::from("first-operator-token-2")]);

@@ -709,7 +709,10 @@ mod tests {
         let err = load(&[("TENANT_PLANE__CONSOLE__TOKENS", "short")]).unwrap_err();
         assert!(err.to_string().contains("console.tokens"), "{err}");
         let err = load(&[("TENANT_PLANE__CONSOLE__SESSION_LIFETIME", "0s")]).unwrap_err();
-        assert!(err.to_string().contains("console.session_lifetime"), "{err}");
+        assert!(
+            err.to_string().contains("console.session_lifetime"),
+            "{err}"
+        );
     }
 
     #[test]
