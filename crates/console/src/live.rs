@@ -11,7 +11,7 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 use model::TenantId;
 use registry::listen::{self, Signal};
-use registry::tenants::{self, TenantKey, CHANGED_CHANNEL};
+use registry::tenants::{self, Tenant, TenantKey, CHANGED_CHANNEL};
 use registry::tls::ConnectOptions;
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc, watch};
@@ -102,26 +102,38 @@ async fn publish(
         let Some(t) = tenants::get(&client, TenantKey::Id(id)).await? else {
             continue;
         };
-        let data = json!({
-            "id": t.id,
-            "org": t.clerk_org_id.as_str(),
-            "name": t.name,
-            "slug": t.slug,
-            "status": t.status,
-            "desired": t.desired_state,
-            "attempts": t.attempts,
-            "host": t.db_host(),
-        });
-        let _ = feed.send(Arc::from(sse("tenant", &data.to_string())));
+        let _ = feed.send(Arc::from(tenant_event(&t)));
     }
-    let counts: serde_json::Map<String, serde_json::Value> = tenants::count_by_status(&client)
+    let _ = feed.send(Arc::from(counts_event(&client).await?));
+    Ok(())
+}
+
+/// A `tenant` event: what a page shows of the tenant (never a password).
+pub fn tenant_event(t: &Tenant) -> String {
+    let data = json!({
+        "id": t.id,
+        "org": t.clerk_org_id.as_str(),
+        "name": t.name,
+        "slug": t.slug,
+        "status": t.status,
+        "desired": t.desired_state,
+        "attempts": t.attempts,
+        "host": t.db_host(),
+    });
+    sse("tenant", &data.to_string())
+}
+
+/// A `counts` event: tenants by status.
+pub async fn counts_event(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<String, registry::RegistryError> {
+    let counts: serde_json::Map<String, serde_json::Value> = tenants::count_by_status(client)
         .await?
         .into_iter()
         .map(|(s, n)| (s.as_str().to_owned(), n.into()))
         .collect();
-    let _ = feed.send(Arc::from(sse(
+    Ok(sse(
         "counts",
         &serde_json::Value::Object(counts).to_string(),
-    )));
-    Ok(())
+    ))
 }

@@ -1,6 +1,7 @@
 //! The console's routes: each handler reads through the registry (or acts
 //! through it, as the CLI does) and renders one template.
 
+use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -299,19 +300,35 @@ async fn stylesheet() -> HttpResponse {
 /// Server-sent events: `tenant` (a tenant's new state), `counts` (tenants
 /// by status), `resync` (reload: changes may have been missed). The
 /// stream ends with the session.
-async fn events(state: State, op: Option<Operator>) -> Page {
+///
+/// `since` (Unix milliseconds) is when the page was rendered: the stream
+/// starts with the tenants changed since then (a margin earlier, for clock
+/// skew and transactions that committed late), so nothing that happened
+/// between rendering and listening is lost. Duplicates are harmless.
+async fn events(state: State, op: Option<Operator>, query: web::Query<EventsQuery>) -> Page {
     let op = op.ok_or(ConsoleError::Unauthorized)?;
+    // Subscribed before the catch-up is read: a change lands in one or both.
     let rx = state.live.subscribe();
+    let mut first = VecDeque::from([Bytes::from_static(b"retry: 3000\n\n")]);
+    if let Some(since) = query.since.and_then(DateTime::<Utc>::from_timestamp_millis) {
+        let client = state.pool.get().await?;
+        let since = since - chrono::Duration::seconds(CATCH_UP_MARGIN_SECS);
+        for t in tenants::changed_since(&client, since, CATCH_UP_LIMIT).await? {
+            first.push_back(Bytes::from(live::tenant_event(&t)));
+        }
+        first.push_back(Bytes::from(live::counts_event(&client).await?));
+    }
     let ends = tokio::time::Instant::now()
         + (op.session.expires - Utc::now())
             .to_std()
             .unwrap_or_default();
-    let keepalive = tokio::time::interval(std::time::Duration::from_secs(15));
-    let first = Some(Bytes::from_static(b"retry: 3000\n\n"));
+    // A write is how a closed page is noticed (and its stream dropped), so
+    // keep-alives come often: an open stream holds up a graceful shutdown.
+    let keepalive = tokio::time::interval(std::time::Duration::from_secs(5));
     let stream = futures::stream::unfold(
         (rx, keepalive, first),
         move |(mut rx, mut keepalive, mut first)| async move {
-            if let Some(b) = first.take() {
+            if let Some(b) = first.pop_front() {
                 return Some((Ok::<_, Infallible>(b), (rx, keepalive, first)));
             }
             let out = tokio::select! {
@@ -331,6 +348,17 @@ async fn events(state: State, op: Option<Operator>) -> Page {
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .streaming(stream))
 }
+
+#[derive(Deserialize)]
+struct EventsQuery {
+    since: Option<i64>,
+}
+
+/// How much earlier than a page's rendering its catch-up starts.
+const CATCH_UP_MARGIN_SECS: i64 = 60;
+/// Changed tenants sent on connecting at most (then the page may be stale
+/// for older ones: an operator reloads a page left open that long).
+const CATCH_UP_LIMIT: i64 = 500;
 
 // ----------------------------------------------------------------- tenants
 
@@ -383,6 +411,8 @@ struct TenantsPage {
     rows: Vec<TenantRow>,
     next: Option<String>,
     first_page: bool,
+    /// For the event stream's catch-up (Unix milliseconds).
+    rendered_at: i64,
 }
 
 #[derive(Deserialize)]
@@ -463,6 +493,7 @@ async fn tenant_list(state: State, op: Operator, query: web::Query<TenantsQuery>
         rows: rows.iter().map(|t| TenantRow::of(t, now)).collect(),
         next,
         first_page: before.is_none() && text.is_none(),
+        rendered_at: now.timestamp_millis(),
     })
 }
 
@@ -502,6 +533,7 @@ struct TenantPage {
     events: Vec<EventRow>,
     actions: Vec<ActionLink>,
     done: Option<String>,
+    rendered_at: i64,
 }
 
 fn parse_tenant_id(id: &str) -> Result<TenantId, ConsoleError> {
@@ -618,6 +650,7 @@ async fn tenant_page(
             .collect(),
         t: TenantRow::of(&t, now),
         done,
+        rendered_at: now.timestamp_millis(),
     })
 }
 

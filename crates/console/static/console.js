@@ -81,7 +81,10 @@
     if (empty) empty.remove();
   }
 
-  const source = new EventSource("/console/events");
+  // From when the page was rendered: the stream first sends what changed
+  // since, so nothing between rendering and listening is missed.
+  const rendered = (table || watched).getAttribute("data-rendered-at");
+  const source = new EventSource("/console/events" + (rendered ? "?since=" + encodeURIComponent(rendered) : ""));
   source.addEventListener("open", function () {
     say("Live updates on");
   });

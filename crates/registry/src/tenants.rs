@@ -714,3 +714,22 @@ pub async fn activation_latency(
         })
         .collect())
 }
+
+/// Tenants whose row changed at or after `since`, oldest change first, at
+/// most `limit`: what a live page missed between rendering and listening.
+pub async fn changed_since(
+    client: &impl GenericClient,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Tenant>, RegistryError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {TENANT_COLUMNS} FROM {TENANT_FROM}
+                  WHERE t.updated_at >= $1 ORDER BY t.updated_at, t.id LIMIT $2"
+            ),
+            &[&since, &limit],
+        )
+        .await?;
+    Tenant::from_rows(&rows)
+}

@@ -750,3 +750,36 @@ async fn console_streams_tenant_changes() {
         }
     }
 }
+
+#[tokio::test]
+async fn console_stream_starts_with_what_changed_since_the_page_was_rendered() {
+    let app = spawn_console().await;
+    let c = Console::logged_in(&app).await;
+    let rendered = chrono::Utc::now().timestamp_millis();
+    let ids = app.create_org("Changed Before Listening").await;
+    let res = c
+        .with_cookie(
+            c.http
+                .get(c.url(&format!("/console/events?since={rendered}"))),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let mut stream = res.bytes_stream();
+    let mut seen = String::new();
+    // The catch-up comes first, before anything live: counts end it.
+    while !seen.contains("event: counts") {
+        let chunk = tokio::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .expect("the catch-up arrives")
+            .expect("the stream stays open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert!(
+        seen.contains(&format!("\"org\":\"{}\"", ids.org_id.as_str())),
+        "{seen}"
+    );
+    assert!(seen.contains("\"pending\":1"), "{seen}");
+}
