@@ -34,11 +34,25 @@ pub fn status_colour(status: TenantStatus) -> &'static str {
 pub fn seconds(s: f64) -> String {
     if s < 1.0 {
         format!("{:.0} ms", s * 1000.0)
-    } else if s < 120.0 {
+    } else if s < 10.0 {
         format!("{s:.1} s")
+    } else if s < 120.0 {
+        format!("{s:.0} s")
     } else {
         format!("{:.1} min", s / 60.0)
     }
+}
+
+/// The axis maximum: the smallest of 1, 2, 2.5, 4 or 5 times a power of ten
+/// that holds `v`, so that quarters of it are round numbers (at least 1 s).
+fn nice_ceiling(v: f64) -> f64 {
+    let v = v.max(1.0);
+    let magnitude = 10f64.powf(v.log10().floor());
+    [1.0, 2.0, 2.5, 4.0, 5.0, 10.0]
+        .iter()
+        .map(|m| m * magnitude)
+        .find(|c| *c >= v)
+        .unwrap_or(10.0 * magnitude)
 }
 
 /// p50 and p99 webhook-to-active latency per hour over the last `hours`
@@ -50,12 +64,13 @@ pub fn latency(buckets: &[ActivationLatency], now: DateTime<Utc>, hours: i32) ->
         .and_then(|t| t.with_nanosecond(0))
         .unwrap_or(now);
     let start = end - Duration::hours(i64::from(hours) - 1);
-    let max = buckets
-        .iter()
-        .map(|b| b.p99_seconds.max(b.p50_seconds))
-        .fold(0.0_f64, f64::max)
-        .max(1.0)
-        * 1.1;
+    let max = nice_ceiling(
+        buckets
+            .iter()
+            .map(|b| b.p99_seconds.max(b.p50_seconds))
+            .fold(0.0_f64, f64::max)
+            * 1.05,
+    );
     let plot_w = WIDTH - LEFT - RIGHT;
     let plot_h = HEIGHT - TOP - BOTTOM;
     let span = f64::from((hours - 1).max(1));
@@ -220,6 +235,15 @@ mod tests {
         assert!(svg.contains(r#"aria-label="3 tenants and 2 spares of 10""#));
         // A full host does not draw past its bar.
         assert!(capacity(20, 0, 10).contains(r#"width="320.0""#));
+    }
+
+    #[test]
+    fn axes_end_on_round_numbers() {
+        assert_eq!(nice_ceiling(0.3), 1.0);
+        assert_eq!(nice_ceiling(1.4), 2.0);
+        assert_eq!(nice_ceiling(3.1), 4.0);
+        assert_eq!(nice_ceiling(45.0), 50.0);
+        assert_eq!(nice_ceiling(101.0), 200.0);
     }
 
     #[test]

@@ -593,7 +593,7 @@ async fn tenant_page(
         .provisioning
         .plans
         .get(&t.plan)
-        .map(|l| l.fingerprint())
+        .map(|l| l.fingerprint().replace(';', ", "))
         .unwrap_or_else(|e| e.to_string());
     let done = non_empty(&query.done).and_then(parse_action).map(|a| {
         format!(
@@ -606,7 +606,7 @@ async fn tenant_page(
         csrf: op.csrf,
         plan: t.plan.clone(),
         limits,
-        limits_applied: dash(t.limits_applied.clone()),
+        limits_applied: dash(t.limits_applied.as_ref().map(|l| l.replace(';', ", "))),
         address: dash(
             t.placement
                 .as_ref()

@@ -54,6 +54,7 @@
       td.appendChild(bdi);
     }));
     tr.appendChild(cell(t.slug, function (td, text) {
+      td.className = "wide";
       const bdi = document.createElement("bdi");
       bdi.textContent = text || "";
       td.appendChild(bdi);
@@ -64,16 +65,17 @@
       span.dataset.field = "status";
       td.appendChild(span);
     }));
-    const desired = cell(t.desired);
-    desired.dataset.field = "desired";
-    tr.appendChild(desired);
-    const host = cell(t.host);
-    host.dataset.field = "host";
-    tr.appendChild(host);
-    const attempts = cell(String(t.attempts));
-    attempts.dataset.field = "attempts";
-    tr.appendChild(attempts);
-    tr.appendChild(cell("just now"));
+    [
+      ["desired", t.desired],
+      ["host", t.host],
+      ["attempts", String(t.attempts)],
+      [null, "just now"],
+    ].forEach(function (pair) {
+      const td = cell(pair[1]);
+      td.className = "wide";
+      if (pair[0]) td.dataset.field = pair[0];
+      tr.appendChild(td);
+    });
     setField(tr, "status", t.status);
     const body = table.tBodies[0];
     body.insertBefore(tr, body.firstChild);
