@@ -65,6 +65,8 @@ pub struct ConsoleState {
     session_lifetime: Duration,
     provisioning: Provisioning,
     live: live::Live,
+    /// Turned true by [`ConsoleState::close`]: event streams end.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl ConsoleState {
@@ -89,7 +91,15 @@ impl ConsoleState {
             limiter: session::LoginLimiter::new(config.login_attempts, config.login_window),
             session_lifetime: config.session_lifetime,
             provisioning,
+            closing: tokio::sync::watch::Sender::new(false),
         }))
+    }
+
+    /// Ends every open event stream (and any opened later), so that a
+    /// graceful shutdown is not held up by pages left open; they reconnect
+    /// to another replica, or to this one when it is back.
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 }
 

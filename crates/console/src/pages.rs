@@ -325,13 +325,18 @@ async fn events(state: State, op: Option<Operator>, query: web::Query<EventsQuer
     // A write is how a closed page is noticed (and its stream dropped), so
     // keep-alives come often: an open stream holds up a graceful shutdown.
     let keepalive = tokio::time::interval(std::time::Duration::from_secs(5));
+    let closing = state.closing.subscribe();
     let stream = futures::stream::unfold(
-        (rx, keepalive, first),
-        move |(mut rx, mut keepalive, mut first)| async move {
+        (rx, keepalive, first, closing),
+        move |(mut rx, mut keepalive, mut first, mut closing)| async move {
+            if *closing.borrow_and_update() {
+                return None;
+            }
             if let Some(b) = first.pop_front() {
-                return Some((Ok::<_, Infallible>(b), (rx, keepalive, first)));
+                return Some((Ok::<_, Infallible>(b), (rx, keepalive, first, closing)));
             }
             let out = tokio::select! {
+                _ = closing.changed() => return None,
                 m = rx.recv() => match m {
                     Ok(m) => Bytes::from(m.as_bytes().to_vec()),
                     Err(RecvError::Lagged(_)) => Bytes::from(live::resync()),
@@ -340,7 +345,7 @@ async fn events(state: State, op: Option<Operator>, query: web::Query<EventsQuer
                 _ = keepalive.tick() => Bytes::from_static(b": keep-alive\n\n"),
                 _ = tokio::time::sleep_until(ends) => return None,
             };
-            Some((Ok(out), (rx, keepalive, first)))
+            Some((Ok(out), (rx, keepalive, first, closing)))
         },
     );
     Ok(HttpResponse::Ok()

@@ -28,7 +28,7 @@ pub fn state(settings: &Settings) -> anyhow::Result<Option<Arc<ConsoleState>>> {
             ..settings.pool_options(ControlPool::Workers)
         },
     )?;
-    Ok(ConsoleState::new(
+    let state = ConsoleState::new(
         &ConsoleConfig {
             tokens: c.tokens.clone(),
             session_lifetime: c.session_lifetime,
@@ -44,5 +44,15 @@ pub fn state(settings: &Settings) -> anyhow::Result<Option<Arc<ConsoleState>>> {
             templates: provisioning::templates(settings)?,
             stuck_after: c.stuck_after,
         },
-    ))
+    );
+    // An open event stream never ends by itself, and the server's graceful
+    // shutdown waits for open responses: end them when the shutdown starts.
+    if let Some(state) = &state {
+        let state = state.clone();
+        tokio::spawn(async move {
+            crate::cli::shutdown_signal().await;
+            state.close();
+        });
+    }
+    Ok(state)
 }
