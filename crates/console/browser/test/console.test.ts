@@ -201,6 +201,20 @@ describe("operator console", () => {
     await row.getByRole("link").click();
     assert.equal(await page.getByRole("heading", { level: 1 }).textContent(), hostile);
     assert.equal(await page.locator("main img").count(), 0);
+    // 200 bytes of right-to-left text with an override: isolated, wrapped,
+    // and the page still fits a phone.
+    const long = ("\u202e" + "שלום עולם ").repeat(20).slice(0, 100);
+    assert.ok(Buffer.byteLength(long) >= 190 && Buffer.byteLength(long) <= 200);
+    const longOrg = newOrgId();
+    await tp.createOrganization(longOrg, long);
+    await page.goto(`${tp.url}/console/tenants?q=${longOrg}`);
+    await page.getByRole("link", { name: longOrg }).click();
+    assert.equal(await page.getByRole("heading", { level: 1 }).textContent(), long);
+    assert.equal(await page.locator("h1 bdi").count(), 1, "the name is isolated from its surroundings");
+    await page.setViewportSize(PHONE);
+    const wide = await page.evaluate(() => document.documentElement.scrollWidth > window.innerWidth + 1);
+    assert.equal(wide, false, "a long name wraps");
+    await screenshot(page, "tenant-long-rtl-name");
     // An injected inline script would be refused by the CSP as well.
     const csp = (await page.request.get(page.url())).headers()["content-security-policy"] ?? "";
     assert.match(csp, /script-src 'self'/);

@@ -489,6 +489,7 @@ async fn console_shows_hostile_names_as_text() {
     let app = spawn_console().await;
     let hostile = "<img src=x onerror=alert(1)>\"'&\u{202e}evil";
     let ids = app.create_org(hostile).await;
+    let hostile_org = ids.org_id.as_str().to_owned();
     let t = app.registry_tenant(ids.org_id.as_str()).await;
     let c = Console::logged_in(&app).await;
     for page in [
@@ -507,11 +508,21 @@ async fn console_shows_hostile_names_as_text() {
         );
         assert!(a.body.contains("<bdi>"), "right-to-left text is isolated");
     }
+    // 200 bytes of right-to-left text: shown whole, isolated.
+    let long: String = "\u{202e}שלום עולם ".repeat(20).chars().take(100).collect();
+    assert!((190..=200).contains(&long.len()), "{}", long.len());
+    let ids = app.create_org(&long).await;
+    let t = app.registry_tenant(ids.org_id.as_str()).await;
+    let page = c.page(&format!("/console/tenants/{}", t.id)).await;
+    assert!(page.body.contains(&format!("<h1><bdi>{long}</bdi></h1>")));
     // The stored payload, too.
     let deliveries = c.page("/console/webhooks").await;
     let svix_id: String = app
         .client
-        .query_one("SELECT svix_id FROM webhook_events", &[])
+        .query_one(
+            "SELECT svix_id FROM webhook_events WHERE object_id = $1",
+            &[&hostile_org],
+        )
         .await
         .unwrap()
         .get(0);
