@@ -86,49 +86,64 @@
   // From when the page was rendered: the stream first sends what changed
   // since, so nothing between rendering and listening is missed.
   const rendered = (table || watched).getAttribute("data-rendered-at");
-  const source = new EventSource("/console/events" + (rendered ? "?since=" + encodeURIComponent(rendered) : ""));
-  source.addEventListener("open", function () {
-    say("Live updates on");
-  });
-  source.addEventListener("error", function () {
-    say("Live updates paused; reconnecting…");
-  });
-  source.addEventListener("tenant", function (e) {
-    let t;
-    try {
-      t = JSON.parse(e.data);
-    } catch (_) {
-      return;
-    }
-    const rows = document.querySelectorAll('[data-tenant-id="' + CSS.escape(t.id) + '"]');
-    if (rows.length === 0) {
-      insertRow(t);
-      return;
-    }
-    rows.forEach(function (scope) {
-      setField(scope, "status", t.status);
-      setField(scope, "desired", t.desired);
-      setField(scope, "attempts", t.attempts);
-      setField(scope, "host", t.host);
+  const url = "/console/events" + (rendered ? "?since=" + encodeURIComponent(rendered) : "");
+  let source;
+  function connect() {
+    source = new EventSource(url);
+    source.addEventListener("open", function () {
+      say("Live updates on");
     });
-  });
-  source.addEventListener("counts", function (e) {
-    let counts;
-    try {
-      counts = JSON.parse(e.data);
-    } catch (_) {
-      return;
-    }
-    let total = 0;
-    Object.keys(counts).forEach(function (status) {
-      total += counts[status];
-      const el = document.querySelector('[data-count="' + CSS.escape(status) + '"]');
-      if (el) el.textContent = String(counts[status]);
+    source.addEventListener("error", function () {
+      say("Live updates paused; reconnecting…");
+      // The browser retries a dropped connection by itself, but gives up
+      // on an error answer (the database was briefly unavailable, say).
+      if (source.readyState === EventSource.CLOSED) {
+        setTimeout(connect, 10000);
+      }
     });
-    const all = document.getElementById("count-all");
-    if (all) all.textContent = String(total);
-  });
-  source.addEventListener("resync", function () {
-    say("Live updates resumed; some changes may have been missed: reload to catch up");
-  });
+    listen(source);
+  }
+
+  function listen(source) {
+    source.addEventListener("tenant", function (e) {
+      let t;
+      try {
+        t = JSON.parse(e.data);
+      } catch (_) {
+        return;
+      }
+      const rows = document.querySelectorAll('[data-tenant-id="' + CSS.escape(t.id) + '"]');
+      if (rows.length === 0) {
+        insertRow(t);
+        return;
+      }
+      rows.forEach(function (scope) {
+        setField(scope, "status", t.status);
+        setField(scope, "desired", t.desired);
+        setField(scope, "attempts", t.attempts);
+        setField(scope, "host", t.host);
+      });
+    });
+    source.addEventListener("counts", function (e) {
+      let counts;
+      try {
+        counts = JSON.parse(e.data);
+      } catch (_) {
+        return;
+      }
+      let total = 0;
+      Object.keys(counts).forEach(function (status) {
+        total += counts[status];
+        const el = document.querySelector('[data-count="' + CSS.escape(status) + '"]');
+        if (el) el.textContent = String(counts[status]);
+      });
+      const all = document.getElementById("count-all");
+      if (all) all.textContent = String(total);
+    });
+    source.addEventListener("resync", function () {
+      say("Live updates resumed; some changes may have been missed: reload to catch up");
+    });
+  }
+
+  connect();
 })();
