@@ -481,6 +481,117 @@ pub async fn count_by_status(
         .collect())
 }
 
+/// What the operator console's tenant table shows: optionally one status,
+/// optionally a text matched against the organization id (exact or
+/// prefix), the slug and the name (case-insensitive substring).
+#[derive(Debug, Clone, Default)]
+pub struct TenantSearch<'a> {
+    pub status: Option<TenantStatus>,
+    pub text: Option<&'a str>,
+    /// The last (oldest) id of the previous page.
+    pub before: Option<TenantId>,
+}
+
+/// A page of tenants, newest first (an operator looks for what just
+/// happened), as [`TenantSearch`] filters them.
+pub async fn search(
+    client: &impl GenericClient,
+    filter: &TenantSearch<'_>,
+    limit: i64,
+) -> Result<Vec<Tenant>, RegistryError> {
+    // strpos, not LIKE: the text is the operator's, and %/_ in it are
+    // meant literally.
+    let sql = format!(
+        "SELECT {TENANT_COLUMNS} FROM {TENANT_FROM}
+          WHERE ($1::text IS NULL OR t.status = $1)
+            AND ($2::uuid IS NULL OR t.id < $2)
+            AND ($3::text IS NULL
+                 OR starts_with(t.clerk_org_id, $3)
+                 OR strpos(lower(coalesce(t.slug, '')), lower($3)) > 0
+                 OR strpos(lower(t.name), lower($3)) > 0)
+          ORDER BY t.id DESC LIMIT $4"
+    );
+    let rows = client
+        .query(
+            &sql,
+            &[
+                &filter.status.map(|s| s.as_str()),
+                &filter.before.map(|a| a.as_uuid()),
+                &filter.text,
+                &limit,
+            ],
+        )
+        .await?;
+    Tenant::from_rows(&rows)
+}
+
+/// Webhook-to-active latency of the tenants that first became active in one
+/// hour: the time from the row's creation (when the organization's webhook
+/// was applied) to its first `active` event.
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivationLatency {
+    pub hour: DateTime<Utc>,
+    pub tenants: i64,
+    pub p50_seconds: f64,
+    pub p99_seconds: f64,
+}
+
+/// [`ActivationLatency`] per hour over the last `hours`, oldest first; hours
+/// in which no tenant became active are absent.
+pub async fn activation_latency(
+    client: &impl GenericClient,
+    hours: i32,
+) -> Result<Vec<ActivationLatency>, RegistryError> {
+    let rows = client
+        .query(
+            "WITH first_active AS (
+                 SELECT e.tenant_id, min(e.at) AS at FROM tenant_events e
+                  WHERE e.to_status = 'active'
+                    AND e.at > now() - make_interval(hours => $1)
+                  GROUP BY e.tenant_id)
+             SELECT date_trunc('hour', f.at) AS hour, count(*) AS tenants,
+                    percentile_cont(0.5) WITHIN GROUP
+                        (ORDER BY extract(epoch FROM f.at - t.created_at)::float8) AS p50,
+                    percentile_cont(0.99) WITHIN GROUP
+                        (ORDER BY extract(epoch FROM f.at - t.created_at)::float8) AS p99
+               FROM first_active f JOIN tenant_registry t ON t.id = f.tenant_id
+              WHERE NOT EXISTS (SELECT 1 FROM tenant_events p
+                                 WHERE p.tenant_id = f.tenant_id AND p.to_status = 'active'
+                                   AND p.at <= now() - make_interval(hours => $1))
+              GROUP BY 1 ORDER BY 1",
+            &[&hours],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ActivationLatency {
+            hour: r.get("hour"),
+            tenants: r.get("tenants"),
+            p50_seconds: r.get("p50"),
+            p99_seconds: r.get("p99"),
+        })
+        .collect())
+}
+
+/// Tenants whose row changed at or after `since`, oldest change first, at
+/// most `limit`: what a live page missed between rendering and listening.
+pub async fn changed_since(
+    client: &impl GenericClient,
+    since: DateTime<Utc>,
+    limit: i64,
+) -> Result<Vec<Tenant>, RegistryError> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT {TENANT_COLUMNS} FROM {TENANT_FROM}
+                  WHERE t.updated_at >= $1 ORDER BY t.updated_at, t.id LIMIT $2"
+            ),
+            &[&since, &limit],
+        )
+        .await?;
+    Tenant::from_rows(&rows)
+}
+
 /// The organizations of every tenant not marked for deletion.
 pub async fn live_organizations(
     client: &impl GenericClient,

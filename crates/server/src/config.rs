@@ -40,6 +40,7 @@ pub struct Settings {
     pub clerk: ClerkSettings,
     pub resolver: ResolverSettings,
     pub internal: InternalSettings,
+    pub console: ConsoleSettings,
     pub tenants: TenantSettings,
     pub crypto: CryptoSettings,
     pub worker: WorkerSettings,
@@ -199,6 +200,21 @@ pub struct InternalSettings {
     pub expose_passwords: bool,
 }
 
+/// The operator console (`console.*`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    #[serde(deserialize_with = "secret_list")]
+    pub tokens: Vec<SecretString>,
+    #[serde(with = "humantime_serde")]
+    pub session_lifetime: Duration,
+    pub login_attempts: u32,
+    #[serde(with = "humantime_serde")]
+    pub login_window: Duration,
+    #[serde(with = "humantime_serde")]
+    pub stuck_after: Duration,
+}
+
 /// "a, b,c" (as environment variables give lists) -> ["a", "b", "c"].
 fn split_list(s: &str) -> Vec<String> {
     s.split(',')
@@ -318,6 +334,28 @@ impl Settings {
                 "internal.tokens",
                 "each token must be at least 16 characters",
             ));
+        }
+        if self
+            .console
+            .tokens
+            .iter()
+            .any(|t| t.expose_secret().len() < 16)
+        {
+            return Err(invalid(
+                "console.tokens",
+                "each token must be at least 16 characters",
+            ));
+        }
+        if self.console.session_lifetime.is_zero()
+            || self.console.session_lifetime > Duration::from_secs(366 * 86_400)
+        {
+            return Err(invalid(
+                "console.session_lifetime",
+                "must be greater than 0 and at most a year",
+            ));
+        }
+        if self.console.login_attempts == 0 {
+            return Err(invalid("console.login_attempts", "must be at least 1"));
         }
         if self.worker.concurrency == 0 {
             return Err(invalid("worker.concurrency", "must be greater than 0"));
@@ -657,6 +695,30 @@ mod tests {
         assert!(!format!("{s:?}").contains("0123456789abcdef0123"));
         let err = load(&[("TENANT_PLANE__INTERNAL__TOKENS", "short")]).unwrap_err();
         assert!(err.to_string().contains("internal.tokens"));
+    }
+
+    #[test]
+    fn console_tokens_come_from_the_environment_and_stay_secret() {
+        let s = load(&[]).unwrap();
+        assert!(s.console.tokens.is_empty(), "no console by default");
+        let s = load(&[
+            (
+                "TENANT_PLANE__CONSOLE__TOKENS",
+                "console-token-0123456789, console-token-abcdefghij",
+            ),
+            ("TENANT_PLANE__CONSOLE__SESSION_LIFETIME", "30m"),
+        ])
+        .unwrap();
+        assert_eq!(s.console.tokens.len(), 2);
+        assert_eq!(s.console.session_lifetime, Duration::from_secs(1800));
+        assert!(!format!("{s:?}").contains("console-token-0123456789"));
+        let err = load(&[("TENANT_PLANE__CONSOLE__TOKENS", "short")]).unwrap_err();
+        assert!(err.to_string().contains("console.tokens"), "{err}");
+        let err = load(&[("TENANT_PLANE__CONSOLE__SESSION_LIFETIME", "0s")]).unwrap_err();
+        assert!(
+            err.to_string().contains("console.session_lifetime"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod error;
 pub mod log_limit;
 pub mod provisioning;

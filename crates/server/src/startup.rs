@@ -96,6 +96,7 @@ impl Application {
         }
         let port = listener.local_addr()?.port();
         crate::telemetry::prometheus();
+        let console = crate::console::state(settings)?;
         let state = web::Data::new(AppState {
             inbox: Inbox::new(pools.intake),
             verifier: Arc::new(verifier),
@@ -123,6 +124,11 @@ impl Application {
                 .service(routes::health::readyz)
                 .service(routes::health::metrics_route)
                 .configure(routes::internal::configure)
+                .configure(|cfg| {
+                    if let Some(console) = &console {
+                        console::configure(cfg, console.clone());
+                    }
+                })
                 .default_service(web::to(crate::error::no_route))
         })
         .client_request_timeout(settings.http.header_read_timeout)

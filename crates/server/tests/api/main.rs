@@ -4,6 +4,7 @@
 mod availability;
 mod check_tenants;
 mod cli;
+mod console;
 mod crash;
 mod doctor;
 mod errors;
