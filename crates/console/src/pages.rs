@@ -934,9 +934,8 @@ async fn host_list(state: State, op: Operator) -> Page {
         hosts: all
             .into_iter()
             .map(|h| {
-                // The warm pool's spares on this host: to be wired to
-                // its count (HostView::spares), 0 until then.
-                let spares = 0;
+                // The warm pool's unclaimed spares: they take capacity too.
+                let spares = h.spares;
                 let accepting = h.state == HostState::Accepting;
                 let action = if accepting { "drain" } else { "undrain" };
                 HostView {
