@@ -595,9 +595,16 @@ async fn console_replays_a_dead_letter() {
 
 #[tokio::test]
 async fn console_drains_and_undrains_hosts() {
-    let app = spawn_console().await;
+    let tokens = format!("{TOKEN},{OTHER_TOKEN}");
+    let app = spawn_app_with(&[
+        ("TENANT_PLANE__CONSOLE__TOKENS", tokens.as_str()),
+        ("TENANT_PLANE__TENANTS__WARM_POOL", "2"),
+    ])
+    .await;
+    app.reconciler.refill_once().await.expect("refill");
     app.create_org("On The Default Host").await;
     app.reconcile().await;
+    // The tenant took a spare; the pool holds the other one.
     let c = Console::logged_in(&app).await;
     let hosts = c.page("/console/hosts").await;
     assert!(
@@ -606,7 +613,7 @@ async fn console_drains_and_undrains_hosts() {
         hosts.body
     );
     assert!(
-        hosts.body.contains("1 tenants and 0 spares of"),
+        hosts.body.contains("1 tenants and 1 spares of"),
         "{}",
         hosts.body
     );
