@@ -45,6 +45,16 @@ pub enum HostError {
 }
 
 impl HostError {
+    /// The host did not answer (or finish its work) within `after`: the
+    /// attempt deadline's error, wherever a deadline cuts work on a host off.
+    pub fn timeout(host: &DbHost, after: Duration) -> Self {
+        HostError::Timeout {
+            host: host.name.clone(),
+            addr: format!("{}:{}", host.host, host.port),
+            after,
+        }
+    }
+
     /// The host itself could not be reached (or did not answer in time),
     /// rather than a setting being wrong: such a host backs off as a whole.
     pub fn is_unreachable(&self) -> bool {
@@ -206,7 +216,7 @@ impl HostConnector {
                 source,
             },
             ConnectError::Connect { source, .. } => connect_failed(host, source),
-            ConnectError::Timeout { after, .. } => timed_out(host, after),
+            ConnectError::Timeout { after, .. } => HostError::timeout(host, after),
         })
     }
 
@@ -216,7 +226,7 @@ impl HostConnector {
         let pool = self.admin_pool(host)?;
         let conn = pool.get().await.map_err(|e| match e {
             PoolError::Backend(source) => connect_failed(host, source),
-            _ => timed_out(host, self.connect_timeout.unwrap_or(DEFAULT_WAIT)),
+            _ => HostError::timeout(host, self.connect_timeout.unwrap_or(DEFAULT_WAIT)),
         })?;
         Ok(AdminSession { conn: Some(conn) })
     }
@@ -271,13 +281,5 @@ fn connect_failed(host: &DbHost, source: tokio_postgres::Error) -> HostError {
         addr: format!("{}:{}", host.host, host.port),
         user: host.admin_user.clone(),
         source,
-    }
-}
-
-fn timed_out(host: &DbHost, after: Duration) -> HostError {
-    HostError::Timeout {
-        host: host.name.clone(),
-        addr: format!("{}:{}", host.host, host.port),
-        after,
     }
 }

@@ -205,11 +205,20 @@ fn verifier(password: &str) -> String {
     ))
 }
 
-/// A warm-pool spare's database and roles, and the tenant names a claim
-/// gives them.
-pub(crate) struct SpareNames<'a> {
-    pub database: &'a PgIdent,
-    pub owner: &'a PgIdent,
+/// A warm-pool spare's names: its database and login role (one name), and
+/// its owner role. Both derive from the spare's id and the prefix.
+pub(crate) struct SpareNames {
+    pub database: PgIdent,
+    pub owner: PgIdent,
+}
+
+impl SpareNames {
+    pub(crate) fn new(prefix: &model::TenantPrefix, spare: uuid::Uuid) -> Self {
+        Self {
+            database: prefix.spare_ident(spare),
+            owner: prefix.spare_owner_ident(spare),
+        }
+    }
 }
 
 /// Whether the spare's database and the tenant's exist, in one round trip.
@@ -238,7 +247,7 @@ pub(crate) async fn spare_and_tenant_exist(
 /// sessions in the spare's database; nothing connects to one.
 pub(crate) async fn take_spare(
     admin: &Client,
-    spare: SpareNames<'_>,
+    spare: &SpareNames,
     tenant_db: &PgIdent,
     login: &PgIdent,
     owner: &PgIdent,
@@ -283,10 +292,10 @@ pub(crate) async fn wait_unused(admin: &Client, db: &PgIdent) -> Result<(), Host
 }
 
 /// Drops a spare's database and roles, whichever exist.
-pub(crate) async fn drop_spare(admin: &Client, spare: SpareNames<'_>) -> Result<(), HostSqlError> {
-    drop_database(admin, spare.database).await?;
-    drop_role(admin, spare.database).await?;
-    drop_role(admin, spare.owner).await
+pub(crate) async fn drop_spare(admin: &Client, spare: &SpareNames) -> Result<(), HostSqlError> {
+    drop_database(admin, &spare.database).await?;
+    drop_role(admin, &spare.database).await?;
+    drop_role(admin, &spare.owner).await
 }
 
 /// Lets the tenant in: LOGIN for its role, CONNECT and TEMPORARY on its

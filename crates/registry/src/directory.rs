@@ -182,16 +182,7 @@ pub async fn upsert_organization(
         None => Ok(Change::Stale),
         Some(row) => {
             if row.get::<_, bool>(1) {
-                record_event(
-                    tx,
-                    id,
-                    actor,
-                    "registered",
-                    None,
-                    (TenantStatus::Pending, DesiredState::Active),
-                    json!({ "clerk_org_id": org.id }),
-                )
-                .await?;
+                record_registered(tx, id, actor, json!({ "clerk_org_id": org.id })).await?;
             }
             wake_workers(tx).await?;
             Ok(Change::Applied)
@@ -250,13 +241,10 @@ pub async fn register_from_token(
     if inserted == 0 {
         return Ok(Change::Stale);
     }
-    record_event(
+    record_registered(
         tx,
         id,
         actor,
-        "registered",
-        None,
-        (TenantStatus::Pending, DesiredState::Active),
         json!({
             "clerk_org_id": org,
             "source": "session_token",
@@ -480,4 +468,23 @@ pub async fn upsert_membership(
         )
         .await?;
     Ok(Change::from_rows(n))
+}
+
+/// The audit entry of a new tenant row: pending, to be made active.
+async fn record_registered(
+    tx: &Transaction<'_>,
+    id: TenantId,
+    actor: &str,
+    details: serde_json::Value,
+) -> Result<(), RegistryError> {
+    record_event(
+        tx,
+        id,
+        actor,
+        "registered",
+        None,
+        (TenantStatus::Pending, DesiredState::Active),
+        details,
+    )
+    .await
 }

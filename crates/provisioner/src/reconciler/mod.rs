@@ -41,7 +41,7 @@ use uuid::Uuid;
 pub use warm_pool::{Refilled, SpareError};
 
 use crate::connector::{HostConnector, HostError};
-use crate::host_ops::{self, CloneStrategy, HostSqlError};
+use crate::host_ops::{self, CloneStrategy, HostSqlError, SpareNames};
 use crate::limits::{Plans, UnknownPlan};
 use crate::privileges;
 use crate::template::{self, CloneError, TemplateError, TemplateReport, Templates};
@@ -210,11 +210,7 @@ impl Reconciler {
             let after = self.settings.attempt_timeout;
             let built = match tokio::time::timeout(after, self.build_template(host)).await {
                 Ok(built) => built,
-                Err(_) => Err(TemplateError::Host(HostError::Timeout {
-                    host: host.name.clone(),
-                    addr: format!("{}:{}", host.host, host.port),
-                    after,
-                })),
+                Err(_) => Err(TemplateError::Host(HostError::timeout(host, after))),
             };
             reports.push(built);
         }
@@ -317,11 +313,7 @@ impl Reconciler {
             Ok(outcome) => outcome,
             // Connected, then silent: as a handshake that never ends.
             Err(_) => Err(match host {
-                Some(h) => StepError::Host(HostError::Timeout {
-                    host: h.name.clone(),
-                    addr: format!("{}:{}", h.host, h.port),
-                    after,
-                }),
+                Some(h) => StepError::Host(HostError::timeout(h, after)),
                 None => StepError::Inconsistent("an unplaced tenant's work ran out of time"),
             }),
         };
@@ -489,16 +481,14 @@ impl Reconciler {
         })?;
         let admin = self.connector.admin(host).await?;
         if let Some(spare) = spare {
-            let spare_owner = self.settings.prefix.spare_owner_ident(spare.id);
+            let spare_names = SpareNames::new(&self.settings.prefix, spare.id);
             let (spare_there, tenant_there) =
-                host_ops::spare_and_tenant_exist(&admin, &spare.name, &names.database).await?;
+                host_ops::spare_and_tenant_exist(&admin, &spare_names.database, &names.database)
+                    .await?;
             if spare_there && !tenant_there {
                 host_ops::take_spare(
                     &admin,
-                    host_ops::SpareNames {
-                        database: &spare.name,
-                        owner: &spare_owner,
-                    },
+                    &spare_names,
                     &names.database,
                     &names.role,
                     &names.owner,
@@ -658,14 +648,7 @@ impl Reconciler {
         let admin = self.connector.admin(host).await?;
         if let Some(spare) = spare {
             // Claimed but never taken over: it holds nothing of the tenant's.
-            host_ops::drop_spare(
-                &admin,
-                host_ops::SpareNames {
-                    database: &spare.name,
-                    owner: &self.settings.prefix.spare_owner_ident(spare.id),
-                },
-            )
-            .await?;
+            host_ops::drop_spare(&admin, &SpareNames::new(&self.settings.prefix, spare.id)).await?;
         }
         host_ops::disable_role(&admin, &names.role).await?;
         self.pause_at("disabled").await;

@@ -45,8 +45,6 @@ pub enum SpareError {
     NoTemplate(String),
     #[error("the new spare shows no template version")]
     NoVersion,
-    #[error("work on db host {host:?} did not finish within {}s", .after.as_secs_f64())]
-    Timeout { host: String, after: Duration },
 }
 
 /// How soon a refill that waited for tenants being provisioned looks again.
@@ -146,30 +144,16 @@ impl Reconciler {
         Ok(spare)
     }
 
-    fn spare_names(&self, spare: &Spare) -> (model::PgIdent, model::PgIdent) {
-        (
-            spare.name.clone(),
-            self.settings.prefix.spare_owner_ident(spare.id),
-        )
-    }
-
     /// Drops a spare's database and roles, then its row.
     async fn retire(&self, spare: &Spare) -> Result<(), SpareError> {
         let client = self.control.get().await.map_err(RegistryError::from)?;
         let host = hosts::get_by_id(&client, spare.host_id).await?;
         drop(client);
         if let Some(host) = host {
-            let (database, owner) = self.spare_names(spare);
+            let names = SpareNames::new(&self.settings.prefix, spare.id);
             self.within_deadline(&host, async {
                 let admin = self.connector.admin(&host).await?;
-                host_ops::drop_spare(
-                    &admin,
-                    SpareNames {
-                        database: &database,
-                        owner: &owner,
-                    },
-                )
-                .await?;
+                host_ops::drop_spare(&admin, &names).await?;
                 admin.release();
                 Ok(())
             })
@@ -190,7 +174,7 @@ impl Reconciler {
     async fn build_spare(&self, host: &DbHost) -> Result<bool, SpareError> {
         let id = Uuid::new_v4();
         let prefix = &self.settings.prefix;
-        let (database, owner) = (prefix.spare_ident(id), prefix.spare_owner_ident(id));
+        let SpareNames { database, owner } = SpareNames::new(prefix, id);
         {
             let mut client = self.control.get().await.map_err(RegistryError::from)?;
             let tx = client.transaction().await.map_err(RegistryError::from)?;
@@ -265,9 +249,6 @@ impl Reconciler {
         let after = self.settings.attempt_timeout;
         tokio::time::timeout(after, work)
             .await
-            .map_err(|_| SpareError::Timeout {
-                host: host.name.clone(),
-                after,
-            })?
+            .map_err(|_| HostError::timeout(host, after))?
     }
 }

@@ -13,7 +13,9 @@ use testkit::jwt::{self, sign};
 use webhooks::samples::{SampleEvent, SampleIds};
 
 use crate::helpers::TestApp;
-use crate::resolve::{library_resolver, post_resolve, spawn_resolving_app, SERVICE_TOKEN};
+use crate::resolve::{
+    http_verdict as verdict, library_resolver, post_resolve, spawn_resolving_app, SERVICE_TOKEN,
+};
 
 /// A session of `org_id` in the organization with slug `slug`.
 fn session(issuer: &str, org_id: &str, slug: &str) -> jwt::Session {
@@ -25,19 +27,6 @@ fn session(issuer: &str, org_id: &str, slug: &str) -> jwt::Session {
 /// A slug no other test uses (slugs are unique in the registry).
 fn unique_slug() -> String {
     format!("org-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// The resolve route's status and error code (`ok` on 200).
-async fn verdict(app: &TestApp, token: &str) -> (u16, String) {
-    let r = post_resolve(app, token).await;
-    let status = r.status().as_u16();
-    let body: Value = r.json().await.unwrap();
-    let code = if status == 200 {
-        "ok".to_owned()
-    } else {
-        body["error"].as_str().unwrap().to_owned()
-    };
-    (status, code)
 }
 
 /// POST /internal/v1/resolve asking to wait up to 30 s for the tenant.

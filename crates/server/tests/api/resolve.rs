@@ -82,7 +82,8 @@ pub(crate) async fn post_resolve(app: &TestApp, token: &str) -> reqwest::Respons
         .unwrap()
 }
 
-async fn http_verdict(app: &TestApp, token: &str) -> (u16, String) {
+/// The resolve route's status and error code (`ok` on 200).
+pub(crate) async fn http_verdict(app: &TestApp, token: &str) -> (u16, String) {
     let r = post_resolve(app, token).await;
     let status = r.status().as_u16();
     let body: Value = r.json().await.unwrap();

@@ -39,6 +39,18 @@ async fn spares(app: &TestApp) -> Vec<SpareRow> {
         .collect()
 }
 
+/// Spares claimed by a tenant that has not finished taking them over.
+async fn claimed(app: &TestApp) -> i64 {
+    app.client
+        .query_one(
+            "SELECT count(*) FROM warm_spares WHERE state = 'claimed'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
 async fn database_oid(client: &Client, name: &str) -> Option<u32> {
     client
         .query_opt("SELECT oid FROM pg_database WHERE datname = $1", &[&name])
@@ -407,32 +419,22 @@ async fn a_worker_killed_at_any_claim_step_leaves_no_half_claimed_spare() {
         let mut worker = spawn_worker(&app, Some(step));
         wait_for_stderr(&mut worker, &format!("paused at step {step}"), DEADLINE).await;
         worker.kill().await.expect("SIGKILL the worker");
-        let claimed: i64 = app
-            .client
-            .query_one(
-                "SELECT count(*) FROM warm_spares WHERE state = 'claimed'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(claimed, 1, "killed at {step}: the claim is recorded");
+        assert_eq!(
+            claimed(&app).await,
+            1,
+            "killed at {step}: the claim is recorded"
+        );
 
         app.reconcile_until(&org, TenantStatus::Active).await;
         let creds = app.credentials(&org).await;
         connect_as(&creds, creds.dbname.as_str())
             .await
             .unwrap_or_else(|e| panic!("after a kill at {step}: {e}"));
-        let left: i64 = app
-            .client
-            .query_one(
-                "SELECT count(*) FROM warm_spares WHERE state = 'claimed'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(left, 0, "after a kill at {step}: no claim left half-done");
+        assert_eq!(
+            claimed(&app).await,
+            0,
+            "after a kill at {step}: no claim left half-done"
+        );
     }
     // Builds the killed workers left are retired once their leases lapse.
     wait_until("abandoned builds to be retired", DEADLINE, || async {
