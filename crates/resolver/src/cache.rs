@@ -39,7 +39,7 @@ pub struct ResolvedTenant {
     pub(crate) credentials_error: Option<Arc<LookupError>>,
     /// What an embedder rendered from this entry ([`ResolvedTenant::rendered`]).
     #[serde(skip)]
-    rendered: std::sync::OnceLock<Box<[u8]>>,
+    rendered: crate::rendered::Rendered,
 }
 
 impl std::ops::Deref for ResolvedTenant {
@@ -66,13 +66,11 @@ impl ResolvedTenant {
         self.credentials.as_ref()
     }
 
-    /// Bytes an embedder renders from this entry on first use and keeps
-    /// with it (dropped with the entry: on a change, at the TTL). The
-    /// internal API keeps its JSON view of the row here, so a look-up does
-    /// not serialise the same row again. The first rendering is kept.
-    pub fn rendered(&self, render: impl FnOnce(&Self) -> Vec<u8>) -> &[u8] {
-        self.rendered
-            .get_or_init(|| render(self).into_boxed_slice())
+    /// What an embedder renders from this entry on first use, kept with it
+    /// (dropped with the entry: on a change, at the TTL); see
+    /// [`crate::rendered`].
+    pub fn rendered<T: std::any::Any + Send + Sync>(&self, render: impl FnOnce(&Self) -> T) -> &T {
+        self.rendered.get_or_render(|| render(self))
     }
 
     /// Why an active tenant's credentials could not be read, if they could not.

@@ -19,6 +19,7 @@ pub mod claims;
 pub mod clock;
 pub mod jwks;
 pub mod pools;
+pub mod rendered;
 pub mod resolver;
 pub mod session;
 pub mod token;

@@ -127,7 +127,8 @@ impl ResolveError {
 #[derive(Clone)]
 pub struct TenantContext {
     pub tenant: Arc<ResolvedTenant>,
-    pub session: VerifiedSession,
+    /// Shared with the verdict cache: a hit clones no claim.
+    pub session: Arc<VerifiedSession>,
     pub pool: TenantPool,
 }
 

@@ -21,7 +21,7 @@ pub const SESSION_COOKIE: &str = "__session";
 /// to the tenant's database as the tenant's own role.
 pub struct TenantConn {
     pub tenant: Arc<ResolvedTenant>,
-    pub session: VerifiedSession,
+    pub session: Arc<VerifiedSession>,
     pub conn: PooledConn,
 }
 

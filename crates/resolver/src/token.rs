@@ -168,6 +168,18 @@ pub struct VerifiedSession {
     pub expires_at: i64,
     /// `azp`.
     pub authorized_party: Option<String>,
+    /// What an embedder rendered from this session (see
+    /// [`VerifiedSession::rendered`]); not part of what the token says.
+    pub rendered: crate::rendered::Rendered,
+}
+
+impl VerifiedSession {
+    /// What an embedder renders from this session on first use, kept with
+    /// it: a remembered token's session is shared by every request that
+    /// sends the token, until it expires. See [`crate::rendered`].
+    pub fn rendered<T: std::any::Any + Send + Sync>(&self, render: impl FnOnce(&Self) -> T) -> &T {
+        self.rendered.get_or_render(|| render(self))
+    }
 }
 
 pub struct TokenVerifier {
@@ -219,11 +231,14 @@ impl TokenVerifier {
 
     /// Verifies `token`: from the verdict cache when it was verified before
     /// (its `exp`, `nbf` and key checked again), in full otherwise.
-    pub async fn verify(&self, token: &str) -> Result<VerifiedSession, TokenError> {
+    pub async fn verify(&self, token: &str) -> Result<Arc<VerifiedSession>, TokenError> {
         // Before anything, hashing included.
         check_length(token)?;
         if !self.verdicts.enabled() {
-            return self.verify_in_full(token).await.map(|(session, _)| session);
+            return self
+                .verify_in_full(token)
+                .await
+                .map(|(session, _)| Arc::new(session));
         }
         let digest = verdicts::digest(token);
         let now = self.clock.now();
@@ -234,7 +249,8 @@ impl TokenVerifier {
             return verdict;
         }
         let (session, key) = self.verify_in_full(token).await?;
-        self.verdicts.insert(digest, session.clone(), key, now);
+        let session = Arc::new(session);
+        self.verdicts.insert(digest, Arc::clone(&session), key, now);
         Ok(session)
     }
 
@@ -348,6 +364,7 @@ impl TokenVerifier {
             not_before,
             expires_at,
             authorized_party,
+            rendered: Default::default(),
         })
     }
 }

@@ -30,7 +30,7 @@ pub fn digest(token: &str) -> TokenDigest {
 }
 
 struct Verdict {
-    session: VerifiedSession,
+    session: Arc<VerifiedSession>,
     key: Arc<PublicKey>,
 }
 
@@ -76,7 +76,7 @@ impl VerdictCache {
         now: i64,
         skew: i64,
         key_is_current: impl Fn(&Arc<PublicKey>) -> bool,
-    ) -> Option<Result<VerifiedSession, TokenError>> {
+    ) -> Option<Result<Arc<VerifiedSession>, TokenError>> {
         let mut entries = self.lock();
         let Some(verdict) = entries.get(digest) else {
             drop(entries);
@@ -101,7 +101,7 @@ impl VerdictCache {
             self.misses.fetch_add(1, Ordering::Relaxed);
             return None;
         } else {
-            Ok(session.clone())
+            Ok(Arc::clone(session))
         };
         drop(entries);
         self.hits.fetch_add(1, Ordering::Relaxed);
@@ -112,7 +112,7 @@ impl VerdictCache {
     pub fn insert(
         &self,
         digest: TokenDigest,
-        session: VerifiedSession,
+        session: Arc<VerifiedSession>,
         key: Arc<PublicKey>,
         now: i64,
     ) {
@@ -149,8 +149,8 @@ impl VerdictCache {
 mod tests {
     use super::*;
 
-    fn session(exp: i64, nbf: Option<i64>) -> VerifiedSession {
-        VerifiedSession {
+    fn session(exp: i64, nbf: Option<i64>) -> Arc<VerifiedSession> {
+        Arc::new(VerifiedSession {
             user_id: "user_1".into(),
             session_id: None,
             org: None,
@@ -159,7 +159,8 @@ mod tests {
             not_before: nbf,
             expires_at: exp,
             authorized_party: None,
-        }
+            rendered: Default::default(),
+        })
     }
 
     fn key() -> Arc<PublicKey> {

@@ -413,7 +413,7 @@ async fn v1_session_is_read() {
     let session = verifier.verify(&rs256(&v1_claims())).await.unwrap();
     let org = session.org.clone().expect("organization");
     assert_eq!(
-        session,
+        *session,
         VerifiedSession {
             user_id: USER.into(),
             session_id: Some(SESSION.into()),
@@ -423,6 +423,7 @@ async fn v1_session_is_read() {
             not_before: Some(NOW - 20),
             expires_at: NOW + 60,
             authorized_party: Some(AZP.into()),
+            rendered: Default::default(),
         }
     );
     assert_eq!(org.id.as_str(), ORG);
@@ -440,7 +441,7 @@ async fn v2_session_is_read() {
     let session = verifier.verify(&rs256(&v2_claims())).await.unwrap();
     assert_eq!(session.user_id, USER);
     assert_eq!(session.session_id.as_deref(), Some(SESSION));
-    let org = session.org.expect("organization");
+    let org = session.org.clone().expect("organization");
     assert_eq!(org.id.as_str(), ORG);
     assert_eq!(org.role.as_deref(), Some("org:admin"));
     assert_eq!(org.slug.as_deref(), Some("acme"));
@@ -673,7 +674,7 @@ async fn clerks_vectors() {
 
     let session = verifier.verify(clerk::JWT).await.unwrap();
     assert_eq!(
-        session,
+        *session,
         VerifiedSession {
             user_id: "user_2GIpXOEpVyJw51rkZn9Kmnc6Sxr".into(),
             session_id: Some("sess_2GbDB4enNdCa5vS1zpC3Xzg9tK9".into()),
@@ -683,6 +684,7 @@ async fn clerks_vectors() {
             not_before: Some(1_666_648_240),
             expires_at: 1_666_648_310,
             authorized_party: Some(clerk::AZP.into()),
+            rendered: Default::default(),
         }
     );
     assert_eq!(

@@ -19,6 +19,10 @@
 //! - `resolve`: `POST /internal/v1/resolve` with one v2 session token per
 //!   tenant, round-robin.
 //!
+//! Each variant runs right after a healthz run of its own, and its ratio
+//! is taken against that run (`--rounds R` repeats the pairs and prints the
+//! median ratio).
+//!
 //! For each concurrency C, C tasks share one keep-alive reqwest client and
 //! each sends its next request as soon as the previous answer is read, N
 //! requests in all, after untimed warm-up requests that open every
@@ -85,6 +89,13 @@ struct Args {
     /// Only these variants (and healthz, the baseline), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Rounds per concurrency. Each round runs every variant right after a
+    /// healthz run of its own, and each ratio is taken within its pair; with
+    /// more than one round the median ratio per variant is printed too.
+    /// Pairs because this machine's speed drifts by 20% and more within a
+    /// minute: a baseline measured once, minutes before, moves the ratios.
+    #[arg(long, default_value_t = 1, value_parser = positive)]
+    rounds: usize,
     /// Passed by `cargo bench` to every bench binary; nothing to do with it.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -128,30 +139,54 @@ async fn run(args: &Args) -> anyhow::Result<()> {
         "{:<9}{:>3}{:>9}{:>10}{:>9}{:>9}",
         "variant", "C", "requests", "req/s", "p50(ms)", "p99(ms)"
     );
-    for &concurrency in &args.concurrency {
-        let mut runs = Vec::new();
-        for variant in VARIANTS {
-            let wanted = args.only.is_empty() || args.only.iter().any(|o| o == variant.name());
-            if !wanted && !matches!(variant, Variant::Healthz) {
-                continue;
-            }
-            let target = Target {
-                variant,
-                client: client.clone(),
-                base: base.clone(),
-                tenants: tenants.clone(),
-            };
-            let run = if args.driver == "wrk" {
-                wrk(&target, args.seconds, concurrency).await?
+    let variants: Vec<Variant> = VARIANTS[1..]
+        .iter()
+        .copied()
+        .filter(|v| args.only.is_empty() || args.only.iter().any(|o| o == v.name()))
+        .collect();
+    let timed = |variant: Variant, concurrency: usize| {
+        let target = Target {
+            variant,
+            client: client.clone(),
+            base: base.clone(),
+            tenants: tenants.clone(),
+        };
+        async move {
+            if args.driver == "wrk" {
+                wrk(&target, args.seconds, concurrency).await
             } else {
-                measure(target, args.requests, concurrency).await?
-            };
-            println!("{}", run.row());
-            runs.push(run);
+                measure(target, args.requests, concurrency).await
+            }
         }
-        let healthz = &runs[0];
-        for run in &runs[1..] {
-            println!("{}", ratio_line(run, healthz));
+    };
+    for &concurrency in &args.concurrency {
+        let mut ratios: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+        for round in 1..=args.rounds {
+            if args.rounds > 1 {
+                println!("round {round} of {}, C = {concurrency}", args.rounds);
+            }
+            for (i, &variant) in variants.iter().enumerate() {
+                let healthz = timed(Variant::Healthz, concurrency).await?;
+                println!("{}", healthz.row());
+                let run = timed(variant, concurrency).await?;
+                println!("{}", run.row());
+                println!("{}", ratio_line(&run, &healthz));
+                ratios[i].push(run.per_sec / healthz.per_sec);
+            }
+        }
+        if args.rounds > 1 {
+            println!("median over {} rounds, C = {concurrency}:", args.rounds);
+            for (variant, mut r) in variants.iter().zip(ratios) {
+                r.sort_by(f64::total_cmp);
+                let list: Vec<String> = r.iter().map(|x| format!("{x:.2}")).collect();
+                println!(
+                    "{:>12}{}/healthz throughput = {:.2} (rounds: {})",
+                    "",
+                    variant.name(),
+                    r[r.len() / 2],
+                    list.join(", ")
+                );
+            }
         }
     }
 

@@ -13,3 +13,10 @@ pub mod provisioning;
 pub mod routes;
 pub mod startup;
 pub mod telemetry;
+
+/// The allocator of `serve` (and of the benches and tests, which link this
+/// library): a request allocates and frees a few dozen small buffers, and
+/// glibc's malloc took about a tenth of the server's CPU on the resolve
+/// route (perf, docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -40,9 +40,48 @@ pub fn view(t: &Tenant) -> TenantView {
     }
 }
 
-/// The JSON view of a cached tenant, rendered once per cache entry.
-fn rendered_view(t: &ResolvedTenant) -> &[u8] {
-    t.rendered(|t| serde_json::to_vec(&view(&t.record)).expect("a tenant view serialises"))
+/// A cached tenant as this API answers for it, rendered once per cache
+/// entry ([`ResolvedTenant::rendered`]), so the hot routes serialise nothing
+/// of the row again.
+struct Rendered {
+    /// The tenant's JSON view: a look-up's whole answer.
+    view: web::Bytes,
+    /// An `api::ResolveResponse` up to the session's own claims:
+    /// `{"tenant":<view>,"connection":<connection>,"claims":`. `None` when
+    /// the entry has no credentials (the resolver refuses it then).
+    resolve_head: Option<Vec<u8>>,
+}
+
+impl Rendered {
+    /// `expose_passwords` is the process's `internal.expose_passwords`,
+    /// the same for every entry.
+    fn of(t: &ResolvedTenant, expose_passwords: bool) -> &Self {
+        t.rendered(|t| {
+            let view = serde_json::to_vec(&view(&t.record)).expect("a tenant view serialises");
+            let resolve_head = t.credentials().map(|creds| {
+                let connection = Connection {
+                    host: creds.host.clone(),
+                    port: creds.port,
+                    database: creds.dbname.as_str().to_owned(),
+                    role: creds.role.as_str().to_owned(),
+                    password: expose_passwords.then(|| creds.password.clone()),
+                    sslmode: creds.tls.effective_mode().to_string(),
+                    sslrootcert: creds.tls.root_cert().map(|r| r.to_string()),
+                };
+                let mut head = Vec::with_capacity(view.len() + 512);
+                head.extend_from_slice(br#"{"tenant":"#);
+                head.extend_from_slice(&view);
+                head.extend_from_slice(br#","connection":"#);
+                serde_json::to_writer(&mut head, &connection).expect("a connection serialises");
+                head.extend_from_slice(br#","claims":"#);
+                head
+            });
+            Self {
+                view: view.into(),
+                resolve_head,
+            }
+        })
+    }
 }
 
 /// The longest a look-up or a resolve may be asked to wait.
@@ -110,7 +149,7 @@ async fn find(
     span.record("org_id", t.clerk_org_id.as_str());
     Ok(HttpResponse::Ok()
         .content_type(actix_web::http::header::ContentType::json())
-        .body(rendered_view(&t).to_vec()))
+        .body(Rendered::of(&t, state.expose_passwords).view.clone()))
 }
 
 /// List tenants, oldest first, optionally of one status.
@@ -322,43 +361,34 @@ pub async fn resolve(
             resolver.resolve_waiting(&body.token, wait).await?
         }
     };
-    let org = ctx
+    // The resolver refuses a session without an organization; the claims'
+    // JSON is rendered once per remembered session.
+    let claims = ctx
         .session
-        .org
-        .as_ref()
+        .rendered(|session| {
+            session.org.as_ref().map(|org| {
+                serde_json::to_vec(&SessionClaims {
+                    user_id: session.user_id.clone(),
+                    session_id: session.session_id.clone(),
+                    org_id: org.id.to_string(),
+                    org_role: org.role.clone(),
+                    org_slug: org.slug.clone(),
+                    org_permissions: org.permissions.clone(),
+                })
+                .expect("session claims serialise")
+            })
+        })
+        .as_deref()
         .ok_or(resolver::ResolveError::NoOrganization)?;
-    let creds = ctx
-        .tenant
-        .credentials()
-        .ok_or(resolver::ResolveError::Provisioning)?;
     // The tenant as the resolver read it (no second look-up on this path),
-    // in the JSON view rendered once for its cache entry.
-    let claims = SessionClaims {
-        user_id: ctx.session.user_id.clone(),
-        session_id: ctx.session.session_id.clone(),
-        org_id: org.id.to_string(),
-        org_role: org.role.clone(),
-        org_slug: org.slug.clone(),
-        org_permissions: org.permissions.clone(),
-    };
-    let connection = Connection {
-        host: creds.host.clone(),
-        port: creds.port,
-        database: creds.dbname.as_str().to_owned(),
-        role: creds.role.as_str().to_owned(),
-        password: state.expose_passwords.then(|| creds.password.clone()),
-        sslmode: creds.tls.effective_mode().to_string(),
-        sslrootcert: creds.tls.root_cert().map(|r| r.to_string()),
-    };
-    // An `api::ResolveResponse`, written field by field around the
-    // rendered view.
-    let mut body = Vec::with_capacity(1536);
-    body.extend_from_slice(br#"{"tenant":"#);
-    body.extend_from_slice(rendered_view(&ctx.tenant));
-    body.extend_from_slice(br#","claims":"#);
-    serde_json::to_writer(&mut body, &claims).map_err(|e| ApiError::Internal(e.into()))?;
-    body.extend_from_slice(br#","connection":"#);
-    serde_json::to_writer(&mut body, &connection).map_err(|e| ApiError::Internal(e.into()))?;
+    // with its connection, as rendered once for its cache entry.
+    let head = Rendered::of(&ctx.tenant, state.expose_passwords)
+        .resolve_head
+        .as_deref()
+        .ok_or(resolver::ResolveError::Provisioning)?;
+    let mut body = Vec::with_capacity(head.len() + claims.len() + 1);
+    body.extend_from_slice(head);
+    body.extend_from_slice(claims);
     body.push(b'}');
     Ok(HttpResponse::Ok()
         .content_type(actix_web::http::header::ContentType::json())
@@ -397,8 +427,11 @@ pub async fn openapi_json() -> HttpResponse {
 }
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    // by-org and by-slug before {id}, so they are not taken for ids.
-    cfg.service(list)
+    // resolve first: the hottest route, matched before the routes with path
+    // parameters (each a regex) are tried. by-org and by-slug before {id},
+    // so they are not taken for ids.
+    cfg.service(resolve)
+        .service(list)
         .service(by_org)
         .service(by_slug)
         .service(by_id)
@@ -407,7 +440,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(retry)
         .service(restore)
         .service(remove)
-        .service(resolve)
         .service(crate::routes::sync::sync_organization)
         .service(crate::routes::sync::sync_all)
         .service(crate::routes::sync::status)

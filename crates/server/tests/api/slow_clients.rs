@@ -122,3 +122,43 @@ async fn refusals_are_counted_in_metrics() {
     // Other tests in this process refuse too: at least ours are counted.
     assert!(count >= f64::from(forged), "{line}");
 }
+
+#[tokio::test]
+async fn a_body_that_arrives_in_pieces_within_the_deadline_is_read_whole() {
+    let app = spawn_app_with(&[("TENANT_PLANE__HTTP__BODY_READ_TIMEOUT", "5s")]).await;
+    let body = webhooks::samples::SampleEvent::new(
+        "organization.created",
+        &webhooks::samples::SampleIds::random(),
+    )
+    .unwrap()
+    .to_body();
+    let signed =
+        app.verifier
+            .signed_headers(&crate::helpers::new_svix_id(), crate::helpers::now(), &body);
+    let mut head = format!(
+        "POST /webhooks/clerk HTTP/1.1\r\nhost: test\r\ncontent-type: application/json\r\n\
+         connection: close\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in &signed {
+        head.push_str(&format!("{name}: {}\r\n", value.to_str().unwrap()));
+    }
+    head.push_str("\r\n");
+    let stream = TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    let (mut read, mut write) = stream.into_split();
+    write.write_all(head.as_bytes()).await.unwrap();
+    // Three pieces, apart: the server sees the body as several chunks.
+    for piece in body.chunks(body.len().div_ceil(3)) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        write.write_all(piece).await.unwrap();
+    }
+    let mut answer = Vec::new();
+    read.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    // The signature held over the joined body, and the event is stored.
+    assert_eq!(app.count("webhook_events").await, 1);
+}
