@@ -37,9 +37,11 @@ pub struct ResolvedTenant {
     /// open): look-ups still answer, resolves are refused.
     #[serde(skip)]
     pub(crate) credentials_error: Option<Arc<LookupError>>,
-    /// What an embedder rendered from this entry ([`ResolvedTenant::rendered`]).
+    /// What an embedder renders from this entry on first use, kept with it
+    /// (dropped with the entry: on a change, at the TTL); see
+    /// [`crate::rendered`].
     #[serde(skip)]
-    rendered: crate::rendered::Rendered,
+    pub rendered: crate::rendered::Rendered,
 }
 
 impl std::ops::Deref for ResolvedTenant {
@@ -64,13 +66,6 @@ impl ResolvedTenant {
     /// Connection parameters (host, port, database, role, password, TLS).
     pub fn credentials(&self) -> Option<&TenantCredentials> {
         self.credentials.as_ref()
-    }
-
-    /// What an embedder renders from this entry on first use, kept with it
-    /// (dropped with the entry: on a change, at the TTL); see
-    /// [`crate::rendered`].
-    pub fn rendered<T: std::any::Any + Send + Sync>(&self, render: impl FnOnce(&Self) -> T) -> &T {
-        self.rendered.get_or_render(|| render(self))
     }
 
     /// Why an active tenant's credentials could not be read, if they could not.

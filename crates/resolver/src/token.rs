@@ -168,18 +168,11 @@ pub struct VerifiedSession {
     pub expires_at: i64,
     /// `azp`.
     pub authorized_party: Option<String>,
-    /// What an embedder rendered from this session (see
-    /// [`VerifiedSession::rendered`]); not part of what the token says.
-    pub rendered: crate::rendered::Rendered,
-}
-
-impl VerifiedSession {
     /// What an embedder renders from this session on first use, kept with
-    /// it: a remembered token's session is shared by every request that
-    /// sends the token, until it expires. See [`crate::rendered`].
-    pub fn rendered<T: std::any::Any + Send + Sync>(&self, render: impl FnOnce(&Self) -> T) -> &T {
-        self.rendered.get_or_render(|| render(self))
-    }
+    /// it (a remembered token's session is shared by every request that
+    /// sends the token, until it expires); not part of what the token says.
+    /// See [`crate::rendered`].
+    pub rendered: crate::rendered::Rendered,
 }
 
 pub struct TokenVerifier {

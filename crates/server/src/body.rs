@@ -55,25 +55,30 @@ async fn read_limited(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    let mut first: Option<web::Bytes> = None;
-    let mut joined: Option<web::BytesMut> = None;
+    // The next chunk, the whole so far held to the limit.
     let mut len = 0;
-    while let Some(chunk) = payload.next().await {
+    let mut next = async || -> Result<Option<web::Bytes>, ApiError> {
+        let Some(chunk) = payload.next().await else {
+            return Ok(None);
+        };
         let chunk = chunk.map_err(|e| ApiError::BadBody(e.to_string()))?;
         len += chunk.len();
         if len > limit {
             return Err(ApiError::PayloadTooLarge { limit });
         }
-        match (&mut joined, first.take()) {
-            (Some(joined), _) => joined.extend_from_slice(&chunk),
-            (None, None) => first = Some(chunk),
-            (None, Some(earlier)) => {
-                let mut both = web::BytesMut::with_capacity(declared.unwrap_or(0).max(len));
-                both.extend_from_slice(&earlier);
-                both.extend_from_slice(&chunk);
-                joined = Some(both);
-            }
-        }
+        Ok(Some(chunk))
+    };
+    let Some(first) = next().await? else {
+        return Ok(web::Bytes::new());
+    };
+    let Some(second) = next().await? else {
+        return Ok(first);
+    };
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0));
+    body.extend_from_slice(&first);
+    body.extend_from_slice(&second);
+    while let Some(chunk) = next().await? {
+        body.extend_from_slice(&chunk);
     }
-    Ok(joined.map_or_else(|| first.unwrap_or_default(), web::BytesMut::freeze))
+    Ok(body.freeze())
 }

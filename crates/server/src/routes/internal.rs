@@ -41,9 +41,9 @@ pub fn view(t: &Tenant) -> TenantView {
 }
 
 /// A cached tenant as this API answers for it, rendered once per cache
-/// entry ([`ResolvedTenant::rendered`]), so the hot routes serialise nothing
-/// of the row again.
-struct Rendered {
+/// entry (kept in [`ResolvedTenant::rendered`]), so the hot routes
+/// serialise nothing of the row again.
+struct Answers {
     /// The tenant's JSON view: a look-up's whole answer.
     view: web::Bytes,
     /// An `api::ResolveResponse` up to the session's own claims:
@@ -52,11 +52,11 @@ struct Rendered {
     resolve_head: Option<Vec<u8>>,
 }
 
-impl Rendered {
+impl Answers {
     /// `expose_passwords` is the process's `internal.expose_passwords`,
     /// the same for every entry.
     fn of(t: &ResolvedTenant, expose_passwords: bool) -> &Self {
-        t.rendered(|t| {
+        t.rendered.get_or_render(|| {
             let view = serde_json::to_vec(&view(&t.record)).expect("a tenant view serialises");
             let resolve_head = t.credentials().map(|creds| {
                 let connection = Connection {
@@ -149,7 +149,7 @@ async fn find(
     span.record("org_id", t.clerk_org_id.as_str());
     Ok(HttpResponse::Ok()
         .content_type(actix_web::http::header::ContentType::json())
-        .body(Rendered::of(&t, state.expose_passwords).view.clone()))
+        .body(Answers::of(&t, state.expose_passwords).view.clone()))
 }
 
 /// List tenants, oldest first, optionally of one status.
@@ -365,7 +365,9 @@ pub async fn resolve(
     // JSON is rendered once per remembered session.
     let claims = ctx
         .session
-        .rendered(|session| {
+        .rendered
+        .get_or_render(|| {
+            let session = &ctx.session;
             session.org.as_ref().map(|org| {
                 serde_json::to_vec(&SessionClaims {
                     user_id: session.user_id.clone(),
@@ -382,7 +384,7 @@ pub async fn resolve(
         .ok_or(resolver::ResolveError::NoOrganization)?;
     // The tenant as the resolver read it (no second look-up on this path),
     // with its connection, as rendered once for its cache entry.
-    let head = Rendered::of(&ctx.tenant, state.expose_passwords)
+    let head = Answers::of(&ctx.tenant, state.expose_passwords)
         .resolve_head
         .as_deref()
         .ok_or(resolver::ResolveError::Provisioning)?;
