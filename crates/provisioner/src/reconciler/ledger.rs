@@ -112,12 +112,19 @@ pub(super) async fn record_claim(
     name: Option<&PgIdent>,
     password: Option<&[u8]>,
 ) -> Result<(), RegistryError> {
+    // A tenant placed by this claim has nothing on any host yet: what is
+    // made for it is made on the current privilege model, so it is born on
+    // it and takes the fresh clone's one-transaction set-up rather than the
+    // move of a first-model database (SET sees the row as it was).
     tx.execute(
         "UPDATE tenant_registry
             SET status = $2, db_host_id = $3,
                 db_name = coalesce(db_name, $4), db_role = coalesce(db_role, $4),
                 db_password_enc = $5, lease_token = $6,
-                lease_expires_at = now() + make_interval(secs => $7), updated_at = now()
+                lease_expires_at = now() + make_interval(secs => $7),
+                privilege_model = CASE WHEN db_host_id IS NULL AND $3::uuid IS NOT NULL
+                                       THEN $8 ELSE privilege_model END,
+                updated_at = now()
           WHERE id = $1",
         &[
             t.id.uuid_ref(),
@@ -127,6 +134,7 @@ pub(super) async fn record_claim(
             &password,
             &lease.token,
             &lease.duration.as_secs_f64(),
+            &PRIVILEGE_MODEL,
         ],
     )
     .await?;

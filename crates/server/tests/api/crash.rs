@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use model::status::TenantStatus;
+use registry::tenants::PRIVILEGE_MODEL;
 
 use crate::helpers::{
     spawn_app_with, spawn_cli, spawn_worker, wait_for_stderr, wait_until, TestApp, SHORT_LEASE,
@@ -74,4 +75,35 @@ async fn a_worker_killed_at_any_step_is_repaired_by_the_next_one() {
         serde_json::from_str::<serde_json::Value>(&stdout).unwrap(),
         serde_json::json!([])
     );
+}
+
+/// A tenant's first claim places it while nothing of it exists on any
+/// host, so it is born on the current privilege model: the pass then sets
+/// its fresh clone up in one transaction instead of taking the path that
+/// moves a first-model database (closing it, moving objects, resealing).
+/// A tenant placed before, on the first model, keeps model 0 through its
+/// claim until its database is moved (`isolation.rs` checks that move).
+#[tokio::test]
+async fn a_tenant_placed_by_its_claim_is_born_on_the_current_privilege_model() {
+    let app = spawn_app_with(&SHORT_LEASE).await;
+    let ids = app.create_org("born").await;
+    let org = ids.org_id.as_str();
+    let before = app.registry_tenant(org).await;
+    assert!(before.placement.is_none());
+    assert_eq!(before.privilege_model, 0, "the column's default");
+
+    kill_at(&app, "claimed").await;
+    let claimed = app.registry_tenant(org).await;
+    assert!(claimed.placement.is_some(), "placed by the claim");
+    assert_eq!(claimed.privilege_model, PRIVILEGE_MODEL);
+
+    restart_until(&app, org, TenantStatus::Active).await;
+    let active = app.registry_tenant(org).await;
+    assert_eq!(active.privilege_model, PRIVILEGE_MODEL);
+    // Sealed once, bound to the tenant, at the claim: nothing resealed it.
+    assert_eq!(active.db_password_enc, claimed.db_password_enc);
+    let creds = app.credentials(org).await;
+    crate::helpers::connect_as(&creds, creds.dbname.as_str())
+        .await
+        .expect("the tenant connects to its database");
 }
