@@ -353,12 +353,13 @@ pub(crate) async fn create_database(
     admin: &Client,
     db: &PgIdent,
     template: &PgIdent,
-    owner: &PgIdent,
+    owner: Option<&PgIdent>,
     strategy: CloneStrategy,
 ) -> Result<(), HostSqlError> {
+    // Without an owner, the admin owns it until it is handed over.
+    let owner = owner.map_or(String::new(), |o| format!("OWNER {o} "));
     let create = format!(
-        "CREATE DATABASE {db} TEMPLATE {template} OWNER {owner} STRATEGY {} \
-         ALLOW_CONNECTIONS false",
+        "CREATE DATABASE {db} TEMPLATE {template} {owner}STRATEGY {} ALLOW_CONNECTIONS false",
         strategy.sql()
     );
     match admin.batch_execute(&create).await {
@@ -393,6 +394,21 @@ pub(crate) async fn secure_database(
         ))
         .await
         .map_err(sql("secure database"))
+}
+
+/// A clone the admin has just made (and owns): closed to PUBLIC, then
+/// open to connections, so that the admin alone can reach it. The owner and
+/// the tenant's role come in the set-up's transaction inside it
+/// (`privileges::apply_fresh`). A fresh clone has no settings of
+/// its own to reset (CREATE DATABASE copies none).
+pub(crate) async fn admit_admin(admin: &Client, db: &PgIdent) -> Result<(), HostSqlError> {
+    admin
+        .batch_execute(&format!(
+            "REVOKE ALL ON DATABASE {db} FROM PUBLIC;
+             ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true;"
+        ))
+        .await
+        .map_err(sql("admit the admin to the new database"))
 }
 
 /// Takes CONNECT and TEMPORARY on `db` from the tenant's role and ends its

@@ -379,21 +379,25 @@ pub async fn apply(
     Ok(changed)
 }
 
-/// [`apply`] for a database this pass has just cloned from the template,
-/// which nobody else has connected to (it was created closed to
-/// connections), so it holds nothing of the tenant's to move or drop: its
+/// [`apply`] for `database`, which this pass has just cloned from the
+/// template (the admin owns it) and which nobody else has connected to, so
+/// it holds nothing of the tenant's to move or drop: the database and its
 /// objects go to `owner`, the login role gets its rights, and `open` (the
 /// statements that let the tenant in) runs in the same transaction, all in
-/// one round trip. Returns the template version the clone carries (`None`
-/// only if the server answered no row, which its query always has).
+/// one round trip. The database changes hands first: `public` belongs to
+/// whoever owns the database, and the objects' new owner needs CREATE in
+/// it. Returns the template version the clone carries (`None` only if the
+/// server answered no row, which its query always has).
 pub async fn apply_fresh(
     client: &Client,
+    database: &PgIdent,
     owner: &PgIdent,
     login: &PgIdent,
     open: &str,
 ) -> Result<Option<i32>, HostSqlError> {
     let batch = format!(
-        "BEGIN; SET LOCAL search_path = pg_catalog; {} {} {open};
+        "BEGIN; SET LOCAL search_path = pg_catalog; ALTER DATABASE {database} OWNER TO {owner};
+         {} {} {open};
          SELECT coalesce(max(version), 0)::text FROM {HISTORY_TABLE}; COMMIT;",
         hand_over_sql(owner),
         grant_sql(owner, login),

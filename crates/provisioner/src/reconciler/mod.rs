@@ -42,7 +42,7 @@ pub use warm_pool::{Refilled, SpareError};
 
 use crate::connector::{HostConnector, HostError};
 use crate::host_ops::{self, CloneStrategy, HostSqlError, SpareNames};
-use crate::limits::{Plans, UnknownPlan};
+use crate::limits::{Limits, Plans, UnknownPlan};
 use crate::privileges;
 use crate::template::{self, CloneError, TemplateError, TemplateReport, Templates};
 
@@ -125,6 +125,20 @@ struct Names {
     database: PgIdent,
     role: PgIdent,
     owner: PgIdent,
+}
+
+/// A database [`Reconciler::clone_fresh`] makes: a tenant's or a spare's.
+struct FreshClone<'a> {
+    database: &'a PgIdent,
+    owner: &'a PgIdent,
+    login: &'a PgIdent,
+    password: &'a str,
+    limits: Option<&'a Limits>,
+    /// What lets the tenant in, run last in the set-up's transaction (the
+    /// tenant's LOGIN and CONNECT; nothing for a spare).
+    open: String,
+    /// Where `pause_at` stops: after the clone, after the roles.
+    steps: [&'static str; 2],
 }
 
 /// The result of one pass.
@@ -529,6 +543,38 @@ impl Reconciler {
         if !found.template {
             self.build_template(host).await?;
         }
+        let applied = |resealed| ledger::ModelApplied {
+            limits: limits.fingerprint(),
+            resealed,
+            changed: Vec::new(),
+        };
+        if !found.database && t.privilege_model >= PRIVILEGE_MODEL {
+            let fresh = FreshClone {
+                database: &names.database,
+                owner: &names.owner,
+                login: &names.role,
+                password: &password,
+                limits: Some(limits),
+                open: host_ops::open_sql(&names.database, &names.role),
+                steps: ["database", "role"],
+            };
+            let version = self
+                .clone_fresh::<StepError>(&admin, host, &found, &fresh)
+                .await?
+                .ok_or(StepError::Inconsistent(
+                    "the new database shows no template version",
+                ))?;
+            admin.release();
+            self.pause_at("opened").await;
+            return Ok(Progress::Reached {
+                status: TenantStatus::Active,
+                template_version: Some(version),
+                model: Some(applied(None)),
+            });
+        }
+
+        // An existing database, or one of a tenant still on the first
+        // model: step by step, each repairing what an earlier pass left.
         host_ops::prepare_roles(
             &admin,
             &found,
@@ -545,15 +591,14 @@ impl Reconciler {
         }
         self.pause_at("role").await;
 
-        let fresh = !found.database;
-        if fresh {
+        if !found.database {
             template::clone_locked(
                 &self.control,
                 &admin,
                 host,
                 &template,
                 &names.database,
-                &names.owner,
+                Some(&names.owner),
                 self.settings.clone_strategy,
                 self.settings.attempt_timeout,
             )
@@ -564,50 +609,80 @@ impl Reconciler {
         // Nobody but the admin reaches the database until its privileges
         // are set; then the tenant's role may log in and connect.
         host_ops::secure_database(&admin, &names.database, &names.owner, &names.role).await?;
-        let open = host_ops::open_sql(&names.database, &names.role);
         let mut tenant_db = self
             .connector
             .connect(host, names.database.as_str())
             .await?;
-        let (version, changed) = if fresh && t.privilege_model >= PRIVILEGE_MODEL {
-            // Cloned by this pass and closed to everyone since: nothing of
-            // the tenant's is inside, and one round trip sets it up.
-            let version = privileges::apply_fresh(&tenant_db, &names.owner, &names.role, &open)
-                .await?
-                .ok_or(StepError::Inconsistent(
-                    "the new database shows no template version",
-                ))?;
-            (version, Vec::new())
-        } else {
-            if t.privilege_model < PRIVILEGE_MODEL {
-                // Until the move below is done, the tenant may still create
-                // objects: none of its sessions may run meanwhile.
-                host_ops::close_database(&admin, &names.database, &names.role).await?;
-            }
-            let changed = privileges::apply(&mut tenant_db, &names.owner, &names.role).await?;
-            if !changed.is_empty() {
-                tracing::warn!(?changed, "moved the tenant database to the privilege model");
-            }
-            let version = privileges::template_version(&tenant_db).await?;
-            self.pause_at("grants").await;
-            host_ops::open_database(&admin, &names.database, &names.role).await?;
-            (version, changed)
-        };
+        if t.privilege_model < PRIVILEGE_MODEL {
+            // Until the move below is done, the tenant may still create
+            // objects: none of its sessions may run meanwhile.
+            host_ops::close_database(&admin, &names.database, &names.role).await?;
+        }
+        let changed = privileges::apply(&mut tenant_db, &names.owner, &names.role).await?;
+        if !changed.is_empty() {
+            tracing::warn!(?changed, "moved the tenant database to the privilege model");
+        }
+        let version = privileges::template_version(&tenant_db).await?;
+        self.pause_at("grants").await;
+        host_ops::open_database(&admin, &names.database, &names.role).await?;
         drop(tenant_db);
         admin.release();
         self.pause_at("opened").await;
 
+        // Sealed again, bound to the tenant, when it came from before.
+        let resealed = (t.privilege_model < PRIVILEGE_MODEL)
+            .then(|| self.cipher.seal(t.id, &names.role, &password));
         Ok(Progress::Reached {
             status: TenantStatus::Active,
             template_version: Some(version),
             model: Some(ledger::ModelApplied {
-                limits: limits.fingerprint(),
-                // Sealed again, bound to the tenant, when it came from before.
-                resealed: (t.privilege_model < PRIVILEGE_MODEL)
-                    .then(|| self.cipher.seal(t.id, &names.role, &password)),
                 changed,
+                ..applied(resealed)
             }),
         })
+    }
+
+    /// Clones the template into a database of this pass's own and sets it
+    /// up in the fewest steps on the host: the clone, owned by the admin
+    /// and open to it alone; then its roles, made while the first
+    /// connection into it is opened (the two take about as long); then one
+    /// transaction inside it that hands it and its objects to the owner,
+    /// grants the login role its rights and runs `c.open`. Returns the
+    /// template version the clone carries. `found` is the survey of these
+    /// names, which showed no database.
+    async fn clone_fresh<E>(
+        &self,
+        admin: &tokio_postgres::Client,
+        host: &DbHost,
+        found: &host_ops::Survey,
+        c: &FreshClone<'_>,
+    ) -> Result<Option<i32>, E>
+    where
+        E: From<HostError> + From<HostSqlError> + From<CloneError>,
+    {
+        let [cloned, roles_made] = c.steps;
+        template::clone_locked(
+            &self.control,
+            admin,
+            host,
+            &self.settings.prefix.template_ident(),
+            c.database,
+            None,
+            self.settings.clone_strategy,
+            self.settings.attempt_timeout,
+        )
+        .await?;
+        self.pause_at(cloned).await;
+        host_ops::admit_admin(admin, c.database).await?;
+        // Both run to the end, so the admin session is never left mid-batch.
+        let (roles, inside) = tokio::join!(
+            host_ops::prepare_roles(admin, found, c.owner, c.login, c.password, c.limits),
+            self.connector.connect(host, c.database.as_str()),
+        );
+        roles?;
+        let inside = inside?;
+        self.pause_at(roles_made).await;
+        Ok(privileges::apply_fresh(&inside, c.database, c.owner, c.login, &c.open).await?)
     }
 
     #[tracing::instrument(name = "make_suspended", skip_all)]

@@ -23,11 +23,10 @@ use registry::spares::{self, Spare};
 use registry::RegistryError;
 use uuid::Uuid;
 
-use super::Reconciler;
+use super::{FreshClone, Reconciler};
 use crate::connector::HostError;
 use crate::host_ops::{self, HostSqlError, SpareNames};
-use crate::privileges;
-use crate::template::{self, CloneError};
+use crate::template::CloneError;
 
 /// Why building or retiring one spare failed. The spare's row keeps its
 /// lease; when that lapses, the next refill retires what was left.
@@ -202,27 +201,21 @@ impl Reconciler {
                 if !found.template {
                     return Err(SpareError::NoTemplate(host.name.clone()));
                 }
-                host_ops::prepare_roles(&admin, &found, &owner, &database, &password, None).await?;
-                template::clone_locked(
-                    &self.control,
-                    &admin,
-                    host,
-                    &template,
-                    &database,
-                    &owner,
-                    self.settings.clone_strategy,
-                    self.settings.attempt_timeout,
-                )
-                .await?;
-                self.pause_at("spare_cloned").await;
-                host_ops::secure_database(&admin, &database, &owner, &database).await?;
-                let inside = self.connector.connect(host, database.as_str()).await?;
                 // Privileges as a tenant's, but nobody let in: no LOGIN, no
                 // CONNECT until a claim.
-                let version = privileges::apply_fresh(&inside, &owner, &database, "")
+                let spare = FreshClone {
+                    database: &database,
+                    owner: &owner,
+                    login: &database,
+                    password: &password,
+                    limits: None,
+                    open: String::new(),
+                    steps: ["spare_cloned", "spare_roles"],
+                };
+                let version = self
+                    .clone_fresh::<SpareError>(&admin, host, &found, &spare)
                     .await?
                     .ok_or(SpareError::NoVersion)?;
-                drop(inside);
                 // A claim renames the database, which must have no session:
                 // wait for ours to end on the server too.
                 host_ops::wait_unused(&admin, &database).await?;

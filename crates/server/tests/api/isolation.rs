@@ -431,7 +431,19 @@ async fn revert_to_old_model(app: &TestApp, org: &str, creds: &TenantCredentials
     admin_in(app, db.as_str())
         .await
         .batch_execute(&format!(
-            "-- The template's objects were the admin's, who built it (and
+            "-- The first model's admin acted as the login role, which owned
+             -- the database (a CREATEROLE admin holds only ADMIN on the roles
+             -- it made from PostgreSQL 16 on; a tenant born on the current
+             -- model never needed more).
+             DO $$ BEGIN
+               IF current_setting('server_version_num')::int >= 160000 THEN
+                 -- A string: PostgreSQL 15 cannot parse the options.
+                 EXECUTE 'GRANT {role} TO CURRENT_USER WITH INHERIT TRUE, SET TRUE';
+               ELSE
+                 GRANT {role} TO CURRENT_USER;
+               END IF;
+             END $$;
+             -- The template's objects were the admin's, who built it (and
              -- foreign-key checks run as the referenced table's owner).
              REASSIGN OWNED BY {owner} TO CURRENT_USER;
              ALTER DATABASE {db} OWNER TO {role};
@@ -695,11 +707,14 @@ async fn old_model_tenants_are_upgraded_without_ever_running_their_planted_code(
 #[tokio::test]
 async fn a_new_database_is_unreachable_until_its_privileges_are_set() {
     let app = crate::helpers::spawn_app_with(&crate::helpers::SHORT_LEASE).await;
-    // Paused once the roles exist, and again after CREATE DATABASE: the
-    // login role cannot log in (LOGIN comes in the same transaction as the
-    // grants, the last step), and the database is closed to connections
-    // (to every role: PUBLIC's default CONNECT is revoked only after this).
-    for step in ["role", "database"] {
+    // Paused after CREATE DATABASE, and again once the roles exist (they
+    // are made while the first connection into the clone is opened). The
+    // clone is closed to connections at first, then open to the admin
+    // alone: PUBLIC's default CONNECT is revoked before connections are
+    // allowed. The login role cannot log in at either step: it does not
+    // exist yet, then it is NOLOGIN (LOGIN comes in the same transaction as
+    // the grants, the last step).
+    for step in ["database", "role"] {
         let org = app.create_org(step).await.org_id.as_str().to_owned();
         let mut worker = spawn_worker(&app, Some(step));
         wait_for_stderr(&mut worker, &format!("paused at step {step}"), DEADLINE).await;
@@ -707,35 +722,49 @@ async fn a_new_database_is_unreachable_until_its_privileges_are_set() {
         let t = app.registry_tenant(&org).await;
         assert_eq!(t.status, TenantStatus::Provisioning);
         let creds = app.credentials(&org).await;
-        assert!(
-            app.role_exists(creds.role.as_str()).await,
-            "the role exists: it is its login that is refused"
-        );
         let err = connect_as(&creds, creds.dbname.as_str())
             .await
             .expect_err("the tenant reached a database still being provisioned");
-        assert_eq!(sqlstate(&err), Some("28000"), "at {step}: {err}");
-        let can_login: bool = app
-            .client
-            .query_one(
-                "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
-                &[&creds.role.as_str()],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert!(!can_login, "LOGIN before the grants at {step}");
-        if step == "database" {
-            let allowed: bool = app
+        let db: (bool, bool) = {
+            let row = app
                 .client
                 .query_one(
-                    "SELECT datallowconn FROM pg_database WHERE datname = $1",
+                    "SELECT datallowconn, has_database_privilege('public', oid, 'CONNECT')
+                       FROM pg_database WHERE datname = $1",
                     &[&creds.dbname.as_str()],
+                )
+                .await
+                .unwrap();
+            (row.get(0), row.get(1))
+        };
+        if step == "database" {
+            assert!(
+                !app.role_exists(creds.role.as_str()).await,
+                "the roles come after the clone"
+            );
+            assert!(
+                sqlstate(&err).is_some_and(|c| c.starts_with("28")),
+                "at {step}: {err}"
+            );
+            assert!(!db.0, "datallowconn at {step}");
+        } else {
+            assert!(
+                app.role_exists(creds.role.as_str()).await,
+                "the role exists: it is its login that is refused"
+            );
+            assert_eq!(sqlstate(&err), Some("28000"), "at {step}: {err}");
+            let can_login: bool = app
+                .client
+                .query_one(
+                    "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+                    &[&creds.role.as_str()],
                 )
                 .await
                 .unwrap()
                 .get(0);
-            assert!(!allowed, "datallowconn at {step}");
+            assert!(!can_login, "LOGIN before the grants at {step}");
+            assert!(db.0, "open to the admin's connection at {step}");
+            assert!(!db.1, "PUBLIC may connect at {step}");
         }
 
         worker.kill().await.expect("SIGKILL the worker");
