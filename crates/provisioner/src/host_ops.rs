@@ -388,12 +388,21 @@ pub(crate) async fn secure_database(
         .batch_execute(&format!(
             "ALTER DATABASE {db} OWNER TO {owner};
              ALTER DATABASE {db} RESET ALL;
-             REVOKE ALL ON DATABASE {db} FROM PUBLIC;
              REVOKE CREATE ON DATABASE {db} FROM {login};
-             ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true;"
+             {}",
+            admit_admin_sql(db)
         ))
         .await
         .map_err(sql("secure database"))
+}
+
+/// Closed to PUBLIC, then open to connections: only the admin (as owner,
+/// or member of the owner) may connect until the tenant's role is let in.
+fn admit_admin_sql(db: &PgIdent) -> String {
+    format!(
+        "REVOKE ALL ON DATABASE {db} FROM PUBLIC;
+         ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true;"
+    )
 }
 
 /// A clone the admin has just made (and owns): closed to PUBLIC, then
@@ -403,10 +412,7 @@ pub(crate) async fn secure_database(
 /// its own to reset (CREATE DATABASE copies none).
 pub(crate) async fn admit_admin(admin: &Client, db: &PgIdent) -> Result<(), HostSqlError> {
     admin
-        .batch_execute(&format!(
-            "REVOKE ALL ON DATABASE {db} FROM PUBLIC;
-             ALTER DATABASE {db} WITH ALLOW_CONNECTIONS true;"
-        ))
+        .batch_execute(&admit_admin_sql(db))
         .await
         .map_err(sql("admit the admin to the new database"))
 }

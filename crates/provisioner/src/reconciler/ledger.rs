@@ -13,7 +13,7 @@ use registry::RegistryError;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::limits::Plans;
+use crate::limits::{Limits, Plans};
 
 pub(super) const ACTOR: &str = "reconciler";
 
@@ -161,6 +161,18 @@ pub(super) struct ModelApplied {
     pub resealed: Option<Vec<u8>>,
     /// What moving the database to the model moved or dropped.
     pub changed: Vec<String>,
+}
+
+impl ModelApplied {
+    /// A database made on the model (a fresh clone, a spare taken over):
+    /// nothing moved, nothing resealed.
+    pub fn made_on_model(limits: &Limits) -> Self {
+        Self {
+            limits: limits.fingerprint(),
+            resealed: None,
+            changed: Vec::new(),
+        }
+    }
 }
 
 /// What a successful work phase leaves behind.

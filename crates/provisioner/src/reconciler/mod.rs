@@ -514,11 +514,7 @@ impl Reconciler {
                 return Ok(Progress::Reached {
                     status: TenantStatus::Active,
                     template_version: spare.template_version,
-                    model: Some(ledger::ModelApplied {
-                        limits: limits.fingerprint(),
-                        resealed: None,
-                        changed: Vec::new(),
-                    }),
+                    model: Some(ledger::ModelApplied::made_on_model(limits)),
                 });
             }
             // Taken by a pass that died before recording it, or gone: the
@@ -543,11 +539,6 @@ impl Reconciler {
         if !found.template {
             self.build_template(host).await?;
         }
-        let applied = |resealed| ledger::ModelApplied {
-            limits: limits.fingerprint(),
-            resealed,
-            changed: Vec::new(),
-        };
         if !found.database && t.privilege_model >= PRIVILEGE_MODEL {
             let fresh = FreshClone {
                 database: &names.database,
@@ -569,7 +560,7 @@ impl Reconciler {
             return Ok(Progress::Reached {
                 status: TenantStatus::Active,
                 template_version: Some(version),
-                model: Some(applied(None)),
+                model: Some(ledger::ModelApplied::made_on_model(limits)),
             });
         }
 
@@ -629,15 +620,15 @@ impl Reconciler {
         admin.release();
         self.pause_at("opened").await;
 
-        // Sealed again, bound to the tenant, when it came from before.
-        let resealed = (t.privilege_model < PRIVILEGE_MODEL)
-            .then(|| self.cipher.seal(t.id, &names.role, &password));
         Ok(Progress::Reached {
             status: TenantStatus::Active,
             template_version: Some(version),
             model: Some(ledger::ModelApplied {
+                limits: limits.fingerprint(),
+                // Sealed again, bound to the tenant, when it came from before.
+                resealed: (t.privilege_model < PRIVILEGE_MODEL)
+                    .then(|| self.cipher.seal(t.id, &names.role, &password)),
                 changed,
-                ..applied(resealed)
             }),
         })
     }
