@@ -201,12 +201,13 @@ pub async fn get_by_id(
     client: &impl GenericClient,
     id: Uuid,
 ) -> Result<Option<DbHost>, RegistryError> {
-    let row = client
-        .query_opt(
-            &format!("SELECT {HOST_COLUMNS} FROM db_hosts h WHERE h.id = $1"),
-            &[&id],
-        )
+    // Cached: every pass that works on a host reads it.
+    let stmt = client
+        .prepare_cached(&format!(
+            "SELECT {HOST_COLUMNS} FROM db_hosts h WHERE h.id = $1"
+        ))
         .await?;
+    let row = client.query_opt(&stmt, &[&id]).await?;
     row.as_ref().map(host_from_row).transpose()
 }
 
@@ -251,14 +252,14 @@ pub async fn record_reachable(
     client: &impl GenericClient,
     host: Uuid,
 ) -> Result<(), RegistryError> {
-    client
-        .execute(
+    let stmt = client
+        .prepare_cached(
             "UPDATE db_hosts SET failures = 0, retry_after = NULL, last_failure = NULL,
                                  updated_at = now()
               WHERE id = $1 AND failures > 0",
-            &[&host],
         )
         .await?;
+    client.execute(&stmt, &[&host]).await?;
     Ok(())
 }
 
@@ -269,22 +270,19 @@ pub async fn record_reachable(
 pub async fn place(
     tx: &deadpool_postgres::Transaction<'_>,
 ) -> Result<Option<DbHost>, RegistryError> {
-    tx.execute(
-        "SELECT id FROM db_hosts WHERE state = 'accepting' ORDER BY id FOR UPDATE",
-        &[],
-    )
-    .await?;
-    let row = tx
-        .query_opt(
-            &format!(
-                "SELECT * FROM (SELECT {HOST_COLUMNS} FROM db_hosts h WHERE h.state = 'accepting') x
-                  WHERE x.capacity - x.tenants - x.spares > 0
-                  ORDER BY coalesce(x.retry_after > now(), false),
-                           x.capacity - x.tenants - x.spares DESC, x.name
-                  LIMIT 1"
-            ),
-            &[],
-        )
+    let lock = tx
+        .prepare_cached("SELECT id FROM db_hosts WHERE state = 'accepting' ORDER BY id FOR UPDATE")
         .await?;
+    tx.execute(&lock, &[]).await?;
+    let pick = tx
+        .prepare_cached(&format!(
+            "SELECT * FROM (SELECT {HOST_COLUMNS} FROM db_hosts h WHERE h.state = 'accepting') x
+              WHERE x.capacity - x.tenants - x.spares > 0
+              ORDER BY coalesce(x.retry_after > now(), false),
+                       x.capacity - x.tenants - x.spares DESC, x.name
+              LIMIT 1"
+        ))
+        .await?;
+    let row = tx.query_opt(&pick, &[]).await?;
     row.as_ref().map(host_from_row).transpose()
 }

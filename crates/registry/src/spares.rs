@@ -162,10 +162,9 @@ pub async fn finish_build(
 /// template version, on an accepting host that is not backing off; `None`
 /// when there is none. Skips spares another transaction is claiming.
 pub async fn take(tx: &Transaction<'_>, tenant: TenantId) -> Result<Option<Spare>, RegistryError> {
-    let row = tx
-        .query_opt(
-            &format!(
-                "UPDATE warm_spares s
+    let stmt = tx
+        .prepare_cached(&format!(
+            "UPDATE warm_spares s
                     SET state = 'claimed', tenant_id = $1, claimed_at = now()
                   WHERE s.id = (
                         SELECT s.id FROM warm_spares s JOIN db_hosts h ON h.id = s.db_host_id
@@ -176,10 +175,9 @@ pub async fn take(tx: &Transaction<'_>, tenant: TenantId) -> Result<Option<Spare
                          LIMIT 1
                            FOR UPDATE OF s SKIP LOCKED)
                 RETURNING {COLUMNS}"
-            ),
-            &[&tenant.as_uuid()],
-        )
+        ))
         .await?;
+    let row = tx.query_opt(&stmt, &[&tenant.as_uuid()]).await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -188,12 +186,12 @@ pub async fn claimed_by(
     client: &impl GenericClient,
     tenant: TenantId,
 ) -> Result<Option<Spare>, RegistryError> {
-    let row = client
-        .query_opt(
-            &format!("SELECT {COLUMNS} FROM warm_spares s WHERE s.tenant_id = $1"),
-            &[&tenant.as_uuid()],
-        )
+    let stmt = client
+        .prepare_cached(&format!(
+            "SELECT {COLUMNS} FROM warm_spares s WHERE s.tenant_id = $1"
+        ))
         .await?;
+    let row = client.query_opt(&stmt, &[&tenant.as_uuid()]).await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -203,12 +201,10 @@ pub async fn forget_claim(
     client: &impl GenericClient,
     tenant: TenantId,
 ) -> Result<(), RegistryError> {
-    client
-        .execute(
-            "DELETE FROM warm_spares WHERE tenant_id = $1",
-            &[&tenant.as_uuid()],
-        )
+    let stmt = client
+        .prepare_cached("DELETE FROM warm_spares WHERE tenant_id = $1")
         .await?;
+    client.execute(&stmt, &[&tenant.as_uuid()]).await?;
     Ok(())
 }
 

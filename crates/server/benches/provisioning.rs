@@ -17,26 +17,26 @@
 //!   POST to the arrival of the `tenant_plane_tenant_changed` notification
 //!   after which its row reads `active`: we LISTEN on a connection of our
 //!   own and run one query per notification, nothing polls.
-//! - `raw`: C admin connections each issuing `CREATE DATABASE ... TEMPLATE`
-//!   back to back, cloning the very template database the app made. This is
-//!   the floor: what `app` costs beyond it is the webhook, the claim and
-//!   result transactions, two new connections per tenant (SCRAM), the role,
-//!   the grants and the template version read.
+//! - `raw`, `raw_fcopy`: C admin connections each issuing `CREATE DATABASE
+//!   ... TEMPLATE ... STRATEGY WAL_LOG` (or `FILE_COPY`) back to back,
+//!   cloning the very template database the app made. This is the floor:
+//!   what `app` costs beyond it is the webhook, the claim and result
+//!   transactions, the roles, the first connection into the new database
+//!   and the set-up inside it.
+//! - `warm`: one worker and `--warm-pool` spares; organizations arrive
+//!   `--warm-interval` apart (an open loop, as sign-ups do).
+//! - `burst`: `--burst` organizations posted at once (32 in flight) onto a
+//!   full pool and `--burst-workers` workers; `raw_burst` is as many raw
+//!   clones at that concurrency, its baseline. The tenants a spare served
+//!   are the ones whose claim's audit event names one.
 //!
-//! A closed loop, rather than firing all N webhooks at once, keeps the two
-//! variants comparable: open-loop latencies would be mostly time spent
+//! A closed loop, rather than firing all N webhooks at once, keeps `app`
+//! and `raw` comparable: open-loop latencies would be mostly time spent
 //! queued behind other tenants, while `raw` has no queue.
 //!
-//! The workers are meant to be woken by NOTIFY alone, but a wake-up that
-//! arrives while a worker is between finding no work and starting to wait
-//! is lost (`Reconciler::run` makes its `Notified` future only after the
-//! pass, and `Notify::notify_waiters` keeps no permit), and the tenant then
-//! waits for the workers' backstop poll. The closed loop hits that window
-//! often, since each webhook follows the previous activation by a few
-//! milliseconds. So the poll is short (`--poll-interval`, 1s) rather than
-//! the hour that would hang the run, and tenants that took longer than 0.9
-//! of it are counted as woken by the poll and reported beside the figures,
-//! which include them.
+//! Tenants slower than 0.9 of the workers' backstop poll
+//! (`--poll-interval`) are counted as woken by the poll rather than by
+//! NOTIFY and reported beside the figures, which include them.
 //!
 //! `BENCH_LOG=info` (any tracing filter) shows the application's logs.
 //!
@@ -47,7 +47,7 @@
 
 mod support;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -166,10 +166,22 @@ fn run(args: &Args) -> anyhow::Result<()> {
         let prefix = PrefixGuard::new();
         let burst = on_fresh_runtime(measure_burst(args, &db, &prefix.prefix))?;
         println!("{}", burst.run.row());
-        println!(
-            "{}",
-            burst.summary(args.warm_pool, raw_at(args.burst_workers))
-        );
+        if let Err(e) = on_fresh_runtime(drop_databases(&prefix.prefix)) {
+            eprintln!("warning: dropping the run's databases: {e:#}");
+        }
+        // The burst's baseline: as many raw clones at the same concurrency.
+        // A thousand clones write several max_wal_size of WAL, so they pay
+        // for checkpoints that a run of `--tenants` may never reach.
+        let mut raw = on_fresh_runtime(measure_raw(
+            &burst.template,
+            &prefix.prefix,
+            args.burst,
+            args.burst_workers,
+            Strategy::WalLog,
+        ))?;
+        raw.variant = "raw_burst";
+        println!("{}", raw.row());
+        println!("{}", burst.summary(Some(&raw)));
         if let Err(e) = on_fresh_runtime(drop_databases(&prefix.prefix)) {
             eprintln!("warning: dropping the run's databases: {e:#}");
         }
@@ -323,15 +335,24 @@ struct Burst {
     run: Run,
     /// When each tenant became active, in order, from the first POST.
     done: Vec<Duration>,
+    /// The tenants a warm spare served (their claim's audit event names
+    /// one), in the order they were posted: POST to answered, POST to
+    /// active.
+    from_pool: Vec<(Duration, Duration)>,
+    /// The template the burst's tenants were cloned from, for `raw_burst`.
+    template: PgIdent,
 }
 
 impl Burst {
-    fn summary(&self, pool: usize, raw: Option<&Run>) -> String {
-        let first: Vec<String> = self
-            .run
-            .first_latencies(pool)
+    /// What the row does not say: how fast the pool served its tenants,
+    /// and how fast the rest came, against `raw` (as many clones at the
+    /// burst's concurrency, on the same server).
+    fn summary(&self, raw: Option<&Run>) -> String {
+        let pool = self.from_pool.len();
+        let served: Vec<String> = self
+            .from_pool
             .iter()
-            .map(|d| format!("{:.1}", millis(*d)))
+            .map(|(answered, active)| format!("{:.1} ({:.1})", millis(*active), millis(*answered)))
             .collect();
         let all = self.done.last().copied().unwrap_or_default();
         // Throughput of those the pool could not serve: from the moment the
@@ -343,18 +364,20 @@ impl Burst {
             _ => f64::NAN,
         };
         let mut line = format!(
-            "{:>12}all {} active after {:.1} s; first {} (from the pool), ms: {}; the rest at {:.1} tenants/s",
+            "{:>12}all {} active after {:.1} s; {} from the pool, POST to active (to answered), ms: {}; \
+             the rest at {:.1} tenants/s",
             "",
             self.done.len(),
             all.as_secs_f64(),
             pool,
-            first.join(", "),
+            served.join(", "),
             rest,
         );
         if let Some(raw) = raw {
             line += &format!(
-                " = {:.2}x raw clone throughput at C = {}",
+                " = {:.2}x {} throughput at C = {}",
                 rest / raw.per_sec,
+                raw.variant,
                 raw.concurrency
             );
         }
@@ -379,7 +402,7 @@ async fn measure_burst(args: &Args, db: &TestDatabase, prefix: &str) -> anyhow::
             args.warm_pool.to_string(),
         );
     // A thousand tenants queue: each may wait for all before it.
-    let (target, _) = start_app(db, env, Duration::from_secs(600)).await?;
+    let (target, template) = start_app(db, env, Duration::from_secs(600)).await?;
     provision_one(target.clone(), 0, 0).await?;
     pool_ready(&target.db, args.warm_pool).await?;
     checkpoint().await?;
@@ -394,15 +417,48 @@ async fn measure_burst(args: &Args, db: &TestDatabase, prefix: &str) -> anyhow::
             })
         })
         .collect();
-    let mut spans = Vec::new();
+    let mut posted = Vec::new();
     for t in tenants {
-        spans.push(t.await.context("a sender panicked")??);
+        posted.push(t.await.context("a sender panicked")??);
     }
-    let mut done: Vec<Duration> = spans.iter().map(|s| s.end.duration_since(start)).collect();
+    let from_spares: HashSet<String> = target
+        .db
+        .query(
+            "SELECT t.clerk_org_id FROM tenant_events e
+               JOIN tenant_registry t ON t.id = e.tenant_id
+              WHERE e.detail ? 'warm_spare'",
+            &[],
+        )
+        .await
+        .context("which tenants took a spare")?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    posted.sort_by_key(|p| p.span.start);
+    let from_pool = posted
+        .iter()
+        .filter(|p| from_spares.contains(&p.org_id))
+        .map(|p| {
+            (
+                p.answered.duration_since(p.span.start),
+                p.span.end.duration_since(p.span.start),
+            )
+        })
+        .collect();
+    let mut done: Vec<Duration> = posted
+        .iter()
+        .map(|p| p.span.end.duration_since(start))
+        .collect();
     done.sort_unstable();
     Ok(Burst {
-        run: Run::new("burst", args.burst_workers, spans),
+        run: Run::new(
+            "burst",
+            args.burst_workers,
+            posted.iter().map(|p| p.span).collect(),
+        ),
         done,
+        from_pool,
+        template,
     })
 }
 
@@ -530,7 +586,15 @@ struct Span {
 /// One tenant: webhook POSTed, answered `applied`, then waited on until
 /// its row is `active`.
 async fn provision_one(target: Arc<AppTarget>, _task: usize, item: usize) -> anyhow::Result<Span> {
-    provision_posted(target, item, ()).await
+    Ok(provision_posted(target, item, ()).await?.span)
+}
+
+/// One tenant of the burst: its organization, and when its webhook was
+/// answered besides when it was posted and seen active.
+struct Posted {
+    org_id: String,
+    span: Span,
+    answered: Instant,
 }
 
 /// As [`provision_one`], dropping `posted` (a permit to post) once the
@@ -539,7 +603,7 @@ async fn provision_posted<P>(
     target: Arc<AppTarget>,
     _item: usize,
     posted: P,
-) -> anyhow::Result<Span> {
+) -> anyhow::Result<Posted> {
     // Clerk slugs are unique; the samples all share one.
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let ids = SampleIds::random();
@@ -559,9 +623,14 @@ async fn provision_posted<P>(
     post(&target, headers, body)
         .await
         .with_context(|| format!("webhook for {org_id}"))?;
+    let answered = Instant::now();
     drop(posted);
     match tokio::time::timeout(target.deadline, active).await {
-        Ok(Ok(end)) => Ok(Span { start, end }),
+        Ok(Ok(end)) => Ok(Posted {
+            org_id: org_id.to_owned(),
+            span: Span { start, end },
+            answered,
+        }),
         Ok(Err(_)) => bail!("the LISTEN connection closed while waiting for {org_id}"),
         // Still `pending` with no attempt means no worker was woken: a lost
         // wake-up that a poll interval above the deadline did not repair.
@@ -864,8 +933,6 @@ struct Run {
     per_sec: f64,
     /// Per item, sorted.
     latencies: Vec<Duration>,
-    /// Per item, in the order they started.
-    by_start: Vec<Duration>,
 }
 
 impl Run {
@@ -878,26 +945,17 @@ impl Run {
             (Some(first), Some(last)) => last.duration_since(first),
             _ => Duration::ZERO,
         };
-        let mut ordered = spans.clone();
-        ordered.sort_by_key(|s| s.start);
-        let by_start: Vec<Duration> = ordered
+        let mut latencies: Vec<Duration> = spans
             .iter()
             .map(|s| s.end.duration_since(s.start))
             .collect();
-        let mut latencies = by_start.clone();
         latencies.sort_unstable();
         Self {
             variant,
             concurrency,
             per_sec: spans.len() as f64 / wall.as_secs_f64(),
             latencies,
-            by_start,
         }
-    }
-
-    /// The latencies of the first `n` to start.
-    fn first_latencies(&self, n: usize) -> &[Duration] {
-        &self.by_start[..n.min(self.by_start.len())]
     }
 
     fn p50(&self) -> Duration {

@@ -52,6 +52,9 @@ pub(super) async fn pick(
           LIMIT 1
           FOR UPDATE OF t SKIP LOCKED"
     );
+    // Cached, as every statement of a pass that works: each saves the
+    // round trip of preparing it again.
+    let claim = tx.prepare_cached(&claim).await?;
     let id = tx
         .query_opt(&claim, &[&PRIVILEGE_MODEL, &plans.fingerprints()])
         .await?
@@ -103,6 +106,8 @@ pub(super) struct Lease {
 
 /// Records the lease, the transitional status and, for an active goal, the
 /// placement and sealed password, before anything exists on a server.
+/// `spare` names the warm spare this claim took, kept in the audit event.
+#[allow(clippy::too_many_arguments)]
 pub(super) async fn record_claim(
     tx: &Transaction<'_>,
     t: &Tenant,
@@ -111,13 +116,15 @@ pub(super) async fn record_claim(
     host_id: Option<Uuid>,
     name: Option<&PgIdent>,
     password: Option<&[u8]>,
+    spare: Option<&PgIdent>,
 ) -> Result<(), RegistryError> {
     // A tenant placed by this claim has nothing on any host yet: what is
     // made for it is made on the current privilege model, so it is born on
     // it and takes the fresh clone's one-transaction set-up rather than the
     // move of a first-model database (SET sees the row as it was).
-    tx.execute(
-        "UPDATE tenant_registry
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE tenant_registry
             SET status = $2, db_host_id = $3,
                 db_name = coalesce(db_name, $4), db_role = coalesce(db_role, $4),
                 db_password_enc = $5, lease_token = $6,
@@ -126,6 +133,10 @@ pub(super) async fn record_claim(
                                        THEN $8 ELSE privilege_model END,
                 updated_at = now()
           WHERE id = $1",
+        )
+        .await?;
+    tx.execute(
+        &stmt,
         &[
             t.id.uuid_ref(),
             &transitional.as_str(),
@@ -146,7 +157,10 @@ pub(super) async fn record_claim(
             transitional.as_str(),
             Some((t.status, t.desired_state)),
             (transitional, t.desired_state),
-            json!({ "db_host_id": host_id }),
+            match spare {
+                Some(s) => json!({ "db_host_id": host_id, "warm_spare": s.as_str() }),
+                None => json!({ "db_host_id": host_id }),
+            },
         )
         .await?;
     }
@@ -207,8 +221,8 @@ pub(super) async fn record_progress(
                 Some(m) => (Some(&m.limits), m.resealed.as_ref(), Some(&m.changed)),
                 None => (None, None, None),
             };
-            let n = tx
-                .execute(
+            let stmt = tx
+                .prepare_cached(
                     "UPDATE tenant_registry
                     SET status = $2, attempts = 0, last_error = NULL, next_attempt_at = now(),
                         lease_token = NULL, lease_expires_at = NULL,
@@ -221,6 +235,11 @@ pub(super) async fn record_progress(
                         limits_applied = coalesce($6, limits_applied),
                         updated_at = now()
                   WHERE id = $1 AND lease_token = $9",
+                )
+                .await?;
+            let n = tx
+                .execute(
+                    &stmt,
                     &[
                         t.id.uuid_ref(),
                         &status.as_str(),

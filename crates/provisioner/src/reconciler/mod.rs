@@ -282,9 +282,6 @@ impl Reconciler {
             match self.claim(&tx, &tenant, lease).await {
                 Ok(claimed) => {
                     tx.commit().await?;
-                    if claimed.spare.is_some() {
-                        self.spare_taken.notify_one();
-                    }
                     claimed
                 }
                 Err(StepError::Control(e)) => return Err(e),
@@ -371,6 +368,11 @@ impl Reconciler {
             return Ok(Pass::LeaseLost);
         };
         tx.commit().await?;
+        if spare.is_some() {
+            // Only now: a clone started during the take-over would compete
+            // with the tenant's last commit, on the path a warm claim is for.
+            self.spare_taken.notify_one();
+        }
         Ok(Pass::Worked {
             tenant: tenant.id,
             status,
@@ -430,6 +432,7 @@ impl Reconciler {
             host_id,
             name.as_ref(),
             password.as_deref(),
+            spare.as_ref().map(|s| &s.name),
         )
         .await?;
         if spare.is_none() && host_id.is_some() {

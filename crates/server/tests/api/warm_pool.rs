@@ -95,6 +95,21 @@ async fn a_tenant_takes_a_ready_spare_and_the_refill_replaces_it() {
     assert!(!app.role_exists(&format!("{oldest}_owner")).await);
     let left = spares(&app).await;
     assert_eq!(left.len(), 1, "the claim's row is gone: {left:?}");
+    // The claim's audit event names the spare it took.
+    let taken: Vec<Option<String>> = app
+        .client
+        .query(
+            "SELECT e.detail ->> 'warm_spare' FROM tenant_events e
+               JOIN tenant_registry t ON t.id = e.tenant_id
+              WHERE t.clerk_org_id = $1 AND e.kind = 'provisioning'",
+            &[&org],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(taken, vec![Some(oldest.clone())]);
 
     // The tenant's own credentials work, with its plan's limits, on the
     // template's tables.
