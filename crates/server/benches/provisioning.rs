@@ -119,6 +119,10 @@ struct Args {
     burst: usize,
     #[arg(long, default_value_t = 4, value_parser = positive)]
     burst_workers: usize,
+    /// How the burst's tenants and its `raw_burst` baseline clone
+    /// (tenants.clone_strategy).
+    #[arg(long, value_enum, default_value = "wal-log")]
+    burst_strategy: Strategy,
     /// Passed by `cargo bench` to every bench binary; nothing to do with it.
     #[arg(long = "bench", hide = true)]
     _bench: bool,
@@ -177,9 +181,9 @@ fn run(args: &Args) -> anyhow::Result<()> {
             &prefix.prefix,
             args.burst,
             args.burst_workers,
-            Strategy::WalLog,
+            args.burst_strategy,
         ))?;
-        raw.variant = "raw_burst";
+        raw.variant = args.burst_strategy.burst_variant();
         println!("{}", raw.row());
         println!("{}", burst.summary(Some(&raw)));
         if let Err(e) = on_fresh_runtime(drop_databases(&prefix.prefix)) {
@@ -225,7 +229,7 @@ fn measure_pair(args: &Args, concurrency: usize) -> anyhow::Result<Run> {
 }
 
 /// How `raw` clones: PostgreSQL's two CREATE DATABASE strategies.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum Strategy {
     WalLog,
     FileCopy,
@@ -243,6 +247,22 @@ impl Strategy {
         match self {
             Strategy::WalLog => "WAL_LOG",
             Strategy::FileCopy => "FILE_COPY",
+        }
+    }
+
+    /// The burst's baseline, cloning this way.
+    fn burst_variant(self) -> &'static str {
+        match self {
+            Strategy::WalLog => "raw_burst",
+            Strategy::FileCopy => "raw_burst_fcopy",
+        }
+    }
+
+    /// As `tenants.clone_strategy` spells it.
+    fn setting(self) -> &'static str {
+        match self {
+            Strategy::WalLog => "wal_log",
+            Strategy::FileCopy => "file_copy",
         }
     }
 }
@@ -400,6 +420,10 @@ async fn measure_burst(args: &Args, db: &TestDatabase, prefix: &str) -> anyhow::
         .set(
             "TENANT_PLANE__TENANTS__WARM_POOL",
             args.warm_pool.to_string(),
+        )
+        .set(
+            "TENANT_PLANE__TENANTS__CLONE_STRATEGY",
+            args.burst_strategy.setting(),
         );
     // A thousand tenants queue: each may wait for all before it.
     let (target, template) = start_app(db, env, Duration::from_secs(600)).await?;
