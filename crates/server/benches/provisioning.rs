@@ -183,7 +183,7 @@ fn run(args: &Args) -> anyhow::Result<()> {
             args.burst_workers,
             args.burst_strategy,
         ))?;
-        raw.variant = args.burst_strategy.burst_variant();
+        raw.variant = format!("{}_burst", args.burst_strategy.variant());
         println!("{}", raw.row());
         println!("{}", burst.summary(Some(&raw)));
         if let Err(e) = on_fresh_runtime(drop_databases(&prefix.prefix)) {
@@ -247,22 +247,6 @@ impl Strategy {
         match self {
             Strategy::WalLog => "WAL_LOG",
             Strategy::FileCopy => "FILE_COPY",
-        }
-    }
-
-    /// The burst's baseline, cloning this way.
-    fn burst_variant(self) -> &'static str {
-        match self {
-            Strategy::WalLog => "raw_burst",
-            Strategy::FileCopy => "raw_burst_fcopy",
-        }
-    }
-
-    /// As `tenants.clone_strategy` spells it.
-    fn setting(self) -> &'static str {
-        match self {
-            Strategy::WalLog => "wal_log",
-            Strategy::FileCopy => "file_copy",
         }
     }
 }
@@ -422,8 +406,9 @@ async fn measure_burst(args: &Args, db: &TestDatabase, prefix: &str) -> anyhow::
             args.warm_pool.to_string(),
         )
         .set(
+            // The setting spells the SQL keyword in lower case.
             "TENANT_PLANE__TENANTS__CLONE_STRATEGY",
-            args.burst_strategy.setting(),
+            args.burst_strategy.sql().to_ascii_lowercase(),
         );
     // A thousand tenants queue: each may wait for all before it.
     let (target, template) = start_app(db, env, Duration::from_secs(600)).await?;
@@ -952,7 +937,7 @@ where
 
 /// One timed run of one variant.
 struct Run {
-    variant: &'static str,
+    variant: String,
     concurrency: usize,
     per_sec: f64,
     /// Per item, sorted.
@@ -962,7 +947,7 @@ struct Run {
 impl Run {
     /// Throughput over the wall time from the first start to the last end;
     /// latencies per item.
-    fn new(variant: &'static str, concurrency: usize, spans: Vec<Span>) -> Self {
+    fn new(variant: impl Into<String>, concurrency: usize, spans: Vec<Span>) -> Self {
         let first = spans.iter().map(|s| s.start).min();
         let last = spans.iter().map(|s| s.end).max();
         let wall = match (first, last) {
@@ -975,7 +960,7 @@ impl Run {
             .collect();
         latencies.sort_unstable();
         Self {
-            variant,
+            variant: variant.into(),
             concurrency,
             per_sec: spans.len() as f64 / wall.as_secs_f64(),
             latencies,

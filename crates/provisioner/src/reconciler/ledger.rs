@@ -150,6 +150,10 @@ pub(super) async fn record_claim(
     )
     .await?;
     if transitional != t.status {
+        let mut detail = json!({ "db_host_id": host_id });
+        if let Some(spare) = spare {
+            detail["warm_spare"] = json!(spare.as_str());
+        }
         record_event(
             tx,
             t.id,
@@ -157,10 +161,7 @@ pub(super) async fn record_claim(
             transitional.as_str(),
             Some((t.status, t.desired_state)),
             (transitional, t.desired_state),
-            match spare {
-                Some(s) => json!({ "db_host_id": host_id, "warm_spare": s.as_str() }),
-                None => json!({ "db_host_id": host_id }),
-            },
+            detail,
         )
         .await?;
     }
