@@ -271,26 +271,6 @@ pub(crate) async fn take_spare(
         .map_err(sql("take a warm spare"))
 }
 
-/// Waits (up to about a second) until no session is left in `db`: a
-/// closed connection's backend exits a moment after the client is gone.
-pub(crate) async fn wait_unused(admin: &Client, db: &PgIdent) -> Result<(), HostSqlError> {
-    for _ in 0..100 {
-        let sessions: i64 = admin
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1",
-                &[&db.as_str()],
-            )
-            .await
-            .map_err(sql("count sessions"))?
-            .get(0);
-        if sessions == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
-    Ok(())
-}
-
 /// Drops a spare's database and roles, whichever exist.
 pub(crate) async fn drop_spare(admin: &Client, spare: &SpareNames) -> Result<(), HostSqlError> {
     drop_database(admin, &spare.database).await?;
@@ -347,19 +327,18 @@ impl CloneStrategy {
 }
 
 /// Clones `template` as `db`, owned by `owner` and closed to connections
-/// until [`open_database`]; a database that already exists (an earlier
-/// attempt got this far) counts as done.
+/// until [`open_clone`] or [`secure_database`]; a database that already
+/// exists (an earlier attempt got this far) counts as done.
 pub(crate) async fn create_database(
     admin: &Client,
     db: &PgIdent,
     template: &PgIdent,
-    owner: Option<&PgIdent>,
+    owner: &PgIdent,
     strategy: CloneStrategy,
 ) -> Result<(), HostSqlError> {
-    // Without an owner, the admin owns it until it is handed over.
-    let owner = owner.map_or(String::new(), |o| format!("OWNER {o} "));
     let create = format!(
-        "CREATE DATABASE {db} TEMPLATE {template} {owner}STRATEGY {} ALLOW_CONNECTIONS false",
+        "CREATE DATABASE {db} TEMPLATE {template} OWNER {owner} STRATEGY {} \
+         ALLOW_CONNECTIONS false",
         strategy.sql()
     );
     match admin.batch_execute(&create).await {
@@ -405,16 +384,21 @@ fn admit_admin_sql(db: &PgIdent) -> String {
     )
 }
 
-/// A clone the admin has just made (and owns): closed to PUBLIC, then
-/// open to connections, so that the admin alone can reach it. The owner and
-/// the tenant's role come in the set-up's transaction inside it
-/// (`privileges::apply_fresh`). A fresh clone has no settings of
-/// its own to reset (CREATE DATABASE copies none).
-pub(crate) async fn admit_admin(admin: &Client, db: &PgIdent) -> Result<(), HostSqlError> {
+/// Completes a clone this pass has just made: the rights inside came with
+/// the template, so what is left is the database's ACL, closed to PUBLIC,
+/// then connections allowed, and `open` (the tenant's LOGIN and CONNECT;
+/// nothing for a spare), in one transaction from the admin's session. A
+/// fresh clone has no settings of its own to reset (CREATE DATABASE copies
+/// none), and nobody could connect to it before this commits.
+pub(crate) async fn open_clone(
+    admin: &Client,
+    db: &PgIdent,
+    open: &str,
+) -> Result<(), HostSqlError> {
     admin
-        .batch_execute(&admit_admin_sql(db))
+        .batch_execute(&format!("{}{open}", admit_admin_sql(db)))
         .await
-        .map_err(sql("admit the admin to the new database"))
+        .map_err(sql("open the new database"))
 }
 
 /// Takes CONNECT and TEMPORARY on `db` from the tenant's role and ends its

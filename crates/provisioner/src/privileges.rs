@@ -1,30 +1,43 @@
 //! The privilege model inside a tenant database, and the admin's work there.
 //!
-//! A per-tenant NOLOGIN owner role owns the database, its schemas and every
-//! object in it; the tenant's login role owns nothing. The login role gets
-//! USAGE on the schemas, SELECT/INSERT/UPDATE/DELETE on tables, USAGE/SELECT/
-//! UPDATE on sequences and EXECUTE on routines, and default privileges give it
-//! the same on whatever later template migrations add. It has no CREATE on
-//! the database or any schema, no TRIGGER, no REFERENCES, no TRUNCATE, so it
-//! cannot plant code for anyone else to run.
+//! Every object of a tenant database (its schemas, `public` included,
+//! relations, routines and types) is owned by the host's NOLOGIN template
+//! owner, as in the template it was cloned from; the database itself
+//! belongs to a per-tenant NOLOGIN owner role. The rights inside are
+//! PUBLIC's: USAGE on the schemas, SELECT/INSERT/UPDATE/DELETE on tables,
+//! USAGE/SELECT/UPDATE on sequences and EXECUTE on routines, with default
+//! privileges for what later template migrations add. No role has CREATE on
+//! any schema, TRIGGER, REFERENCES or TRUNCATE, so nothing can be planted
+//! for anyone else to run.
+//!
+//! The boundary is the database: PUBLIC may not connect to it, and CONNECT
+//! is the tenant's login role's alone (PostgreSQL has no query across
+//! databases, so a role that cannot connect reaches nothing inside). The
+//! rights are all in the template, so a clone is complete as it is: the
+//! tenant's roles, the database's owner and its ACL live in shared catalogs
+//! and are set from the admin's own session, with no connection into the
+//! new database (see `host_ops::open_clone_sql`).
 //!
 //! Admin sessions in a tenant database never look a name up where the tenant
 //! could have written: every statement here runs with `search_path =
 //! pg_catalog` and names objects by their catalog oid (`regclass`,
 //! `regprocedure`, whose text the server quotes), the migration history lives
-//! in the `tenant_plane` schema, which the login role cannot touch, and
-//! template migrations run as the owner role (`SET ROLE`), never with the
-//! admin's own rights.
+//! in the `tenant_plane` schema, which PUBLIC cannot touch, and template
+//! migrations run as the template owner (`SET ROLE`), never with the admin's
+//! own rights.
 //!
-//! Tenants provisioned under the first model (their login role owned the
-//! database and could create anything) are moved by [`apply`]: what they
-//! created is handed to the owner, so their data stays theirs to use, except
-//! triggers and routines, which are dropped (they hold no data, and no
-//! tenant code may run inside an admin's or owner's session), and views and
-//! rules over `tenant_plane`, which are dropped too (owned by the owner,
-//! they would open the history to the tenant). The reconciler ends the
-//! tenant's sessions in the database before the move, so that nothing is
-//! created while it runs.
+//! Tenants provisioned under earlier models are moved by [`apply`]. Under
+//! the first (their login role owned the database and could create
+//! anything), what they created is handed to the template owner, so their
+//! data stays theirs to use, except triggers and routines, which are
+//! dropped (they hold no data, and no tenant code may run inside an admin's
+//! or owner's session), and views and rules over `tenant_plane`, which are
+//! dropped too (owned by the template owner, they would open the history to
+//! the tenant); the reconciler ends the tenant's sessions in the database
+//! before that move, so that nothing is created while it runs. Under the
+//! second (a per-tenant owner role owned the objects, the login role held
+//! grants of its own), the objects change owner and the login role's grants
+//! become PUBLIC's, in one transaction.
 
 use model::naming::quote_literal;
 use model::PgIdent;
@@ -245,8 +258,10 @@ async fn drop_tenant_code(
     Ok(dropped)
 }
 
-/// Hands every schema, relation, routine and type of the database that
-/// `owner` does not own yet to `owner`.
+/// Hands every schema (`public` too: a clone's `public` otherwise belongs to
+/// its database's owner, and migrations rolled out later create there),
+/// relation, routine and type of the database that `owner` does not own
+/// yet to `owner`.
 pub(crate) async fn hand_over(
     client: &impl GenericClient,
     owner: &PgIdent,
@@ -268,8 +283,7 @@ fn hand_over_sql(owner: &PgIdent) -> String {
         format!(
             "SELECT format('ALTER SCHEMA %I OWNER TO %s', n.nspname, $1::text)
                FROM pg_namespace n
-              WHERE {USER_SCHEMAS} AND n.nspowner <> to_regrole($1)
-                AND n.nspowner <> 'pg_database_owner'::regrole"
+              WHERE {USER_SCHEMAS} AND n.nspowner <> to_regrole($1)"
 ),
         format!(
             "SELECT format('ALTER %s %s OWNER TO %s',
@@ -309,59 +323,64 @@ fn hand_over_sql(owner: &PgIdent) -> String {
     .collect()
 }
 
-/// The login role's rights: exactly the model's, on every schema but
+/// PUBLIC's rights: exactly the model's, on every schema but
 /// `tenant_plane`, and as default privileges for what `owner` creates later.
+/// `login`, a tenant's login role, loses any rights of its own (the second
+/// model's grants, or what the first model let it hold).
 pub(crate) async fn grant(
     client: &impl GenericClient,
     owner: &PgIdent,
-    login: &PgIdent,
+    login: Option<&PgIdent>,
 ) -> Result<(), HostSqlError> {
     client
         .batch_execute(&grant_sql(owner, login))
         .await
-        .map_err(sql("grant the tenant role its rights"))
+        .map_err(sql("grant PUBLIC its rights"))
 }
 
 /// The statements of [`grant`], run server-side in one round trip.
-fn grant_sql(owner: &PgIdent, login: &PgIdent) -> String {
+fn grant_sql(owner: &PgIdent, login: Option<&PgIdent>) -> String {
+    // `%2$s`: the grantees that lose everything first.
+    let revoked = match login {
+        Some(login) => format!("PUBLIC, {login}"),
+        None => "PUBLIC".to_owned(),
+    };
     let query = format!(
         "SELECT format(
-                 'REVOKE ALL ON SCHEMA %1$I FROM PUBLIC, %2$s;
-                  REVOKE ALL ON ALL TABLES IN SCHEMA %1$I FROM PUBLIC, %2$s;
-                  REVOKE ALL ON ALL SEQUENCES IN SCHEMA %1$I FROM PUBLIC, %2$s;
+                 'REVOKE ALL ON SCHEMA %1$I FROM %2$s;
+                  REVOKE ALL ON ALL TABLES IN SCHEMA %1$I FROM %2$s;
+                  REVOKE ALL ON ALL SEQUENCES IN SCHEMA %1$I FROM %2$s;
                   REVOKE ALL ON ALL ROUTINES IN SCHEMA %1$I FROM %2$s;'
-                 || CASE WHEN n.nspname = $3 THEN
-                    'REVOKE EXECUTE ON ALL ROUTINES IN SCHEMA %1$I FROM PUBLIC;'
-                 ELSE
-                    'GRANT USAGE ON SCHEMA %1$I TO %2$s;
-                     GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %1$I TO %2$s;
-                     GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA %1$I TO %2$s;
-                     GRANT EXECUTE ON ALL ROUTINES IN SCHEMA %1$I TO %2$s;
+                 || CASE WHEN n.nspname = $3 THEN '' ELSE
+                    'GRANT USAGE ON SCHEMA %1$I TO PUBLIC;
+                     GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA %1$I TO PUBLIC;
+                     GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA %1$I TO PUBLIC;
+                     GRANT EXECUTE ON ALL ROUTINES IN SCHEMA %1$I TO PUBLIC;
                      ALTER DEFAULT PRIVILEGES FOR ROLE %4$s IN SCHEMA %1$I
-                           GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO %2$s;
+                           GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO PUBLIC;
                      ALTER DEFAULT PRIVILEGES FOR ROLE %4$s IN SCHEMA %1$I
-                           GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO %2$s;
+                           GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO PUBLIC;
                      ALTER DEFAULT PRIVILEGES FOR ROLE %4$s IN SCHEMA %1$I
-                           GRANT EXECUTE ON ROUTINES TO %2$s;'
+                           GRANT EXECUTE ON ROUTINES TO PUBLIC;'
                  END,
                  n.nspname, $1::text, $3::text, $2::text)
                FROM pg_namespace n
               WHERE {USER_SCHEMAS}
               ORDER BY n.nspname"
     );
-    let (login, owner) = (login.to_string(), owner.to_string());
     execute_each(
         &query
-            .replace("$1", &quote_literal(&login))
-            .replace("$2", &quote_literal(&owner))
+            .replace("$1", &quote_literal(&revoked))
+            .replace("$2", &quote_literal(&owner.to_string()))
             .replace("$3", &quote_literal(SCHEMA)),
     )
 }
 
 /// Brings a tenant database to the current model, in one transaction:
-/// history in place, the tenant's own code dropped, every object the
-/// owner's, the login role's rights exactly the model's. Idempotent. Returns
-/// what it had to move or drop (empty for a database already on the model).
+/// history in place, the tenant's own code dropped, every object `owner`'s
+/// (the template owner), PUBLIC's rights exactly the model's and the login
+/// role's none of its own. Idempotent. Returns what it had to move or drop
+/// (empty for a database already on the model).
 pub async fn apply(
     client: &mut Client,
     owner: &PgIdent,
@@ -374,46 +393,9 @@ pub async fn apply(
     let mut changed = prepare_history(&tx, owner, Some(login)).await?;
     changed.extend(drop_tenant_code(&tx, login).await?);
     hand_over(&tx, owner).await?;
-    grant(&tx, owner, login).await?;
+    grant(&tx, owner, Some(login)).await?;
     tx.commit().await.map_err(sql("commit"))?;
     Ok(changed)
-}
-
-/// [`apply`] for `database`, which this pass has just cloned from the
-/// template (the admin owns it) and which nobody else has connected to, so
-/// it holds nothing of the tenant's to move or drop: the database and its
-/// objects go to `owner`, the login role gets its rights, and `open` (the
-/// statements that let the tenant in) runs in the same transaction, all in
-/// one round trip. The database changes hands first: `public` belongs to
-/// whoever owns the database, and the objects' new owner needs CREATE in
-/// it. Returns the template version the clone carries (`None` only if the
-/// server answered no row, which its query always has).
-pub async fn apply_fresh(
-    client: &Client,
-    database: &PgIdent,
-    owner: &PgIdent,
-    login: &PgIdent,
-    open: &str,
-) -> Result<Option<i32>, HostSqlError> {
-    let batch = format!(
-        "BEGIN; SET LOCAL search_path = pg_catalog; ALTER DATABASE {database} OWNER TO {owner};
-         {} {} {open};
-         SELECT coalesce(max(version), 0)::text FROM {HISTORY_TABLE}; COMMIT;",
-        hand_over_sql(owner),
-        grant_sql(owner, login),
-    );
-    let messages = match client.simple_query(&batch).await {
-        Ok(messages) => messages,
-        Err(e) => {
-            // Leave the session usable for the caller's next statement.
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(sql("set up the new database")(e));
-        }
-    };
-    Ok(messages.iter().find_map(|m| match m {
-        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0)?.parse().ok(),
-        _ => None,
-    }))
 }
 
 /// The template version the database's own migration history shows.

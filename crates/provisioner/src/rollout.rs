@@ -96,18 +96,21 @@ pub async fn apply(
     if tenant.privilege_model < tenants::PRIVILEGE_MODEL {
         return Err(RolloutError::NotOnModel(tenant.id));
     }
-    let owner = prefix.owner_ident(tenant.id);
+    // Every object is the template owner's, in the template and in each clone.
+    let owner = prefix.template_owner_ident();
     let mut tenant_db = connector.connect(&host, p.database.as_str()).await?;
     privileges::pin_search_path(&tenant_db).await?;
-    // Migrations run as the owner; nothing of the tenant's may fire there.
+    // Migrations run as the template owner; nothing of the tenant's may fire
+    // there.
     let code = privileges::tenant_code(&tenant_db, &p.role).await?;
     if !code.is_empty() {
         return Err(RolloutError::TenantCode(code.join(", ")));
     }
     let applied = templates.migrate_as(&mut tenant_db, &owner).await?;
-    // Default privileges cover what the owner created; granting again also
-    // covers objects a migration created as another role.
-    privileges::grant(&tenant_db, &owner, &p.role).await?;
+    // Default privileges cover what the owner created in existing schemas;
+    // granting again also covers new schemas and objects a migration
+    // created as another role.
+    privileges::grant(&tenant_db, &owner, Some(&p.role)).await?;
     let to = privileges::template_version(&tenant_db).await?;
     Ok(Migrated {
         tenant: tenant.id,

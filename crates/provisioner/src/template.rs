@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use deadpool_postgres::Pool;
+use model::naming::quote_literal;
 use model::{PgIdent, TenantPrefix};
 use refinery::Migration;
 use registry::hosts::DbHost;
@@ -187,10 +188,10 @@ pub enum CloneError {
     Sql(#[from] HostSqlError),
 }
 
-/// Clones the host's template as `db`, owned by `owner` (by the admin when
-/// `None`) and closed to connections, holding the template's shared lock
-/// (waiting at most `wait` for it) so that no template migration runs
-/// meanwhile.
+/// Clones the host's template as `db`, owned by `owner` and closed to
+/// connections, holding the template's shared lock (waiting at most `wait`
+/// for it) so that no template migration runs meanwhile. Answers the
+/// template version the clone carries, as recorded under that lock.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn clone_locked(
     control: &Pool,
@@ -198,10 +199,10 @@ pub(crate) async fn clone_locked(
     host: &DbHost,
     template: &PgIdent,
     db: &PgIdent,
-    owner: Option<&PgIdent>,
+    owner: &PgIdent,
     strategy: host_ops::CloneStrategy,
     wait: Duration,
-) -> Result<(), CloneError> {
+) -> Result<i32, CloneError> {
     let lock_failed = |source| CloneError::Lock {
         host: host.name.clone(),
         source,
@@ -211,12 +212,12 @@ pub(crate) async fn clone_locked(
         .transaction()
         .await
         .map_err(|e| lock_failed(e.into()))?;
-    template_versions::lock_for_clone(&lock, host.id, wait)
+    let version = template_versions::lock_for_clone(&lock, host.id, wait)
         .await
         .map_err(lock_failed)?;
     host_ops::create_database(admin, db, template, owner, strategy).await?;
     lock.commit().await.map_err(|e| lock_failed(e.into()))?;
-    Ok(())
+    Ok(version)
 }
 
 /// What building the template did on one host.
@@ -264,17 +265,20 @@ pub async fn build(
     host_ops::ensure_admin_member(&admin, &owner)
         .await
         .map_err(prepare_err(host))?;
-    // The template's owner, if it exists: a template built before the
-    // owner role existed is owned by the admin and is brought to the model.
-    let owned_by: Option<String> = admin
+    // The template's owner and its comment, if it exists: a template built
+    // before the owner role existed is owned by the admin, one built on an
+    // earlier privilege model lacks the model's comment, and either is
+    // brought to the model.
+    let found: Option<(String, Option<String>)> = admin
         .query_opt(
-            "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = $1",
+            "SELECT pg_get_userbyid(datdba), shobj_description(oid, 'pg_database')
+               FROM pg_database WHERE datname = $1",
             &[&template.as_str()],
         )
         .await
         .map_err(db_err(host))?
-        .map(|r| r.get(0));
-    let exists = owned_by.is_some();
+        .map(|r| (r.get(0), r.get(1)));
+    let exists = found.is_some();
     if !exists {
         // The versions recorded for a template that no longer exists are void.
         template_versions::forget(&tx, host.id).await?;
@@ -308,7 +312,9 @@ pub async fn build(
         }
     }
     let pending = ours.keys().any(|v| !recorded.contains_key(v));
-    let on_model = owned_by.as_deref().is_none_or(|o| o == owner.as_str());
+    let on_model = found.as_ref().is_none_or(|(by, comment)| {
+        by == owner.as_str() && comment.as_deref() == Some(model_comment().as_str())
+    });
 
     let mut applied = Vec::new();
     if pending || !on_model {
@@ -317,6 +323,13 @@ pub async fn build(
             .await
             .map_err(db_err(host))?;
         applied = migrate_template(&admin, connector, host, &template, &owner, templates).await?;
+        admin
+            .batch_execute(&format!(
+                "COMMENT ON DATABASE {template} IS {}",
+                quote_literal(&model_comment())
+            ))
+            .await
+            .map_err(db_err(host))?;
         for (version, (name, checksum)) in &ours {
             template_versions::record(&tx, host.id, *version, name, checksum).await?;
         }
@@ -330,9 +343,21 @@ pub async fn build(
     })
 }
 
+/// The template database's comment once it is on the current privilege
+/// model: `build` reads it (a shared catalog, so without connecting) to know
+/// whether the template still needs bringing to the model. Clones do not
+/// copy it.
+fn model_comment() -> String {
+    format!(
+        "tenant-plane template, privilege model {}",
+        registry::tenants::PRIVILEGE_MODEL
+    )
+}
+
 /// Opens the template for connections, brings it to the privilege model
 /// (history in `tenant_plane`, every object `owner`'s), migrates it as
-/// `owner`, and closes it again, even when the migration fails.
+/// `owner`, gives PUBLIC the model's rights on what it holds, and closes it
+/// again, even when the migration fails.
 async fn migrate_template(
     admin: &Client,
     connector: &HostConnector,
@@ -365,6 +390,11 @@ async fn migrate_template(
                 host: host.name.clone(),
                 source,
             })?;
+        // What the migrations created under another role, too; every clone
+        // carries these rights, so it needs no statement inside.
+        privileges::grant(&client, owner, None)
+            .await
+            .map_err(prepare_err(host))?;
         drop(client);
         Ok::<_, TemplateError>(applied)
     }

@@ -4,7 +4,7 @@
 use model::{PgIdent, TenantId};
 
 use crate::crypto::{CryptoError, PasswordCipher};
-use crate::tenants::{Tenant, PRIVILEGE_MODEL};
+use crate::tenants::{Tenant, MODEL_LOGIN_OWNS_NOTHING};
 use crate::tls::{ConnectOptions, TlsError, TlsSettings};
 
 /// How to connect to a tenant's database as the tenant's own role.
@@ -104,7 +104,9 @@ pub fn password(cipher: &PasswordCipher, tenant: &Tenant) -> Result<String, Cred
         return Err(CredentialsError::NotPlaced(tenant.id));
     };
     match cipher.open(sealed, tenant.id, &p.role) {
-        Err(_) if tenant.privilege_model < PRIVILEGE_MODEL => Ok(cipher.open_unbound(sealed)?),
+        Err(_) if tenant.privilege_model < MODEL_LOGIN_OWNS_NOTHING => {
+            Ok(cipher.open_unbound(sealed)?)
+        }
         other => Ok(other?),
     }
 }

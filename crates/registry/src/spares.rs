@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use model::{PgIdent, TenantId};
 
+use crate::tenants::PRIVILEGE_MODEL;
 use crate::RegistryError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -113,8 +114,8 @@ pub async fn begin_build(
     .await?;
     let inserted = tx
         .execute(
-            "INSERT INTO warm_spares (id, db_host_id, name, state, lease_expires_at)
-             SELECT $1, h.id, $3, 'building', now() + make_interval(secs => $4)
+            "INSERT INTO warm_spares (id, db_host_id, name, state, lease_expires_at, privilege_model)
+             SELECT $1, h.id, $3, 'building', now() + make_interval(secs => $4), $6
                FROM db_hosts h
               WHERE h.id = $2 AND h.state = 'accepting'
                 AND coalesce(h.retry_after <= now(), true)
@@ -131,6 +132,7 @@ pub async fn begin_build(
                 &name.as_str(),
                 &lease.as_secs_f64(),
                 &(target as i64),
+                &PRIVILEGE_MODEL,
             ],
         )
         .await?;
@@ -159,7 +161,7 @@ pub async fn finish_build(
 }
 
 /// Claims for `tenant` the oldest ready spare at its host's current
-/// template version, on an accepting host that is not backing off; `None`
+/// template version and the current privilege model, on an accepting host that is not backing off; `None`
 /// when there is none. Skips spares another transaction is claiming.
 pub async fn take(tx: &Transaction<'_>, tenant: TenantId) -> Result<Option<Spare>, RegistryError> {
     let stmt = tx
@@ -171,13 +173,16 @@ pub async fn take(tx: &Transaction<'_>, tenant: TenantId) -> Result<Option<Spare
                          WHERE s.state = 'ready' AND h.state = 'accepting'
                            AND coalesce(h.retry_after <= now(), true)
                            AND s.template_version = {CURRENT_VERSION}
+                           AND s.privilege_model = $2
                          ORDER BY s.ready_at, s.id
                          LIMIT 1
                            FOR UPDATE OF s SKIP LOCKED)
                 RETURNING {COLUMNS}"
         ))
         .await?;
-    let row = tx.query_opt(&stmt, &[&tenant.as_uuid()]).await?;
+    let row = tx
+        .query_opt(&stmt, &[&tenant.as_uuid(), &PRIVILEGE_MODEL])
+        .await?;
     row.as_ref().map(from_row).transpose()
 }
 
@@ -210,7 +215,7 @@ pub async fn forget_claim(
 
 /// Takes one spare that must go, as `retiring` under a lease: a build or a
 /// retirement whose lease lapsed (its worker died), a ready spare behind its
-/// host's template or on a host that is draining, or a ready spare beyond
+/// host's template or the privilege model or on a host that is draining, or a ready spare beyond
 /// `target` for its host (the newest go first).
 pub async fn next_to_retire(
     tx: &Transaction<'_>,
@@ -228,6 +233,7 @@ pub async fn next_to_retire(
                             OR (s.state = 'ready'
                                 AND (h.state <> 'accepting'
                                      OR s.template_version < {CURRENT_VERSION}
+                                     OR s.privilege_model < $3
                                      OR (SELECT count(*) FROM warm_spares o
                                           WHERE o.db_host_id = s.db_host_id
                                             AND o.state IN ('building', 'ready')
@@ -237,7 +243,7 @@ pub async fn next_to_retire(
                            FOR UPDATE OF s SKIP LOCKED)
                 RETURNING {COLUMNS}"
             ),
-            &[&(target as i64), &lease.as_secs_f64()],
+            &[&(target as i64), &lease.as_secs_f64(), &PRIVILEGE_MODEL],
         )
         .await?;
     row.as_ref().map(from_row).transpose()

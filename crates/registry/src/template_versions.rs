@@ -28,23 +28,25 @@ pub async fn lock_for_migration(tx: &Transaction<'_>, host: Uuid) -> Result<(), 
 /// Takes the shared side of the template lock for the rest of `tx`: clones
 /// of this host's template may proceed together, never during a migration.
 /// Waits at most `wait` for a migration to end (the session's own
-/// `lock_timeout` is meant for requests, not for this).
+/// `lock_timeout` is meant for requests, not for this). Answers the version
+/// the template is at, which holds until `tx` ends: a migration records its
+/// versions in the transaction that holds the exclusive side.
 pub async fn lock_for_clone(
     tx: &Transaction<'_>,
     host: Uuid,
     wait: Duration,
-) -> Result<(), RegistryError> {
+) -> Result<i32, RegistryError> {
     tx.batch_execute(&format!(
         "SET LOCAL lock_timeout = {}",
         wait.as_millis().max(1)
     ))
     .await?;
-    tx.execute(
-        "SELECT pg_advisory_xact_lock_shared($1)",
-        &[&lock_key(host)],
-    )
-    .await?;
-    Ok(())
+    let lock = tx
+        .prepare_cached("SELECT pg_advisory_xact_lock_shared($1)")
+        .await?;
+    tx.execute(&lock, &[&lock_key(host)]).await?;
+    // A statement of its own: its snapshot is taken once the lock is held.
+    host_version(tx, host).await
 }
 
 /// The versions recorded for a host, with their checksums.
@@ -94,12 +96,11 @@ pub async fn forget(client: &impl GenericClient, host: Uuid) -> Result<(), Regis
 
 /// The template version recorded for a host (0 when none).
 pub async fn host_version(client: &impl GenericClient, host: Uuid) -> Result<i32, RegistryError> {
-    Ok(client
-        .query_one(
+    let stmt = client
+        .prepare_cached(
             "SELECT coalesce(max(version), 0) AS version FROM template_versions
               WHERE db_host_id = $1",
-            &[&host],
         )
-        .await?
-        .get("version"))
+        .await?;
+    Ok(client.query_one(&stmt, &[&host]).await?.get("version"))
 }

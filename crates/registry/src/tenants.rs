@@ -28,7 +28,19 @@ pub const TENANT_COLUMNS: &str = "t.id, t.clerk_org_id, t.slug, t.name, t.status
 
 /// The privilege model the reconciler brings tenant databases to (see the
 /// provisioner's `privileges` module). Tenants below it are upgraded.
-pub const PRIVILEGE_MODEL: i32 = 1;
+///
+/// - 0: the login role owned its database and could create anything.
+/// - 1: a per-tenant owner role owned every object; the login role held
+///   grants of its own inside the database.
+/// - 2: the template owner owns every object in every clone, the rights
+///   inside are PUBLIC's, and CONNECT on the database (the login role's
+///   alone) is the boundary, so a clone needs no statement inside it.
+pub const PRIVILEGE_MODEL: i32 = 2;
+
+/// The first model whose login role owns nothing and whose password is
+/// sealed bound to the tenant: below it, the tenant may have planted objects
+/// and its password opens unbound.
+pub const MODEL_LOGIN_OWNS_NOTHING: i32 = 1;
 
 /// `FROM` clause matching [`TENANT_COLUMNS`].
 pub const TENANT_FROM: &str = "tenant_registry t LEFT JOIN db_hosts h ON h.id = t.db_host_id";

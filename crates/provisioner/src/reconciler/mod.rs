@@ -31,7 +31,7 @@ use model::{DesiredState, PgIdent, TenantId, TenantPrefix, TenantStatus};
 use registry::crypto::{random_password, CryptoError, PasswordCipher};
 use registry::hosts::{self, DbHost};
 use registry::spares::{self, Spare};
-use registry::tenants::{CredentialsError, PRIVILEGE_MODEL};
+use registry::tenants::{CredentialsError, MODEL_LOGIN_OWNS_NOTHING, PRIVILEGE_MODEL};
 use registry::tenants::{Placement, Tenant};
 use registry::RegistryError;
 
@@ -134,10 +134,10 @@ struct FreshClone<'a> {
     login: &'a PgIdent,
     password: &'a str,
     limits: Option<&'a Limits>,
-    /// What lets the tenant in, run last in the set-up's transaction (the
-    /// tenant's LOGIN and CONNECT; nothing for a spare).
+    /// What lets the tenant in, run last in the transaction that opens the
+    /// clone (the tenant's LOGIN and CONNECT; nothing for a spare).
     open: String,
-    /// Where `pause_at` stops: after the clone, after the roles.
+    /// Where `pause_at` stops: after the roles, after the clone.
     steps: [&'static str; 2],
 }
 
@@ -550,14 +550,11 @@ impl Reconciler {
                 password: &password,
                 limits: Some(limits),
                 open: host_ops::open_sql(&names.database, &names.role),
-                steps: ["database", "role"],
+                steps: ["role", "database"],
             };
             let version = self
                 .clone_fresh::<StepError>(&admin, host, &found, &fresh)
-                .await?
-                .ok_or(StepError::Inconsistent(
-                    "the new database shows no template version",
-                ))?;
+                .await?;
             admin.release();
             self.pause_at("opened").await;
             return Ok(Progress::Reached {
@@ -580,7 +577,7 @@ impl Reconciler {
         .await?;
         // Moving a database of the first model takes the login role's own
         // objects from it.
-        if t.privilege_model < PRIVILEGE_MODEL {
+        if t.privilege_model < MODEL_LOGIN_OWNS_NOTHING {
             host_ops::ensure_admin_member(&admin, &names.role).await?;
         }
         self.pause_at("role").await;
@@ -592,7 +589,7 @@ impl Reconciler {
                 host,
                 &template,
                 &names.database,
-                Some(&names.owner),
+                &names.owner,
                 self.settings.clone_strategy,
                 self.settings.attempt_timeout,
             )
@@ -607,12 +604,17 @@ impl Reconciler {
             .connector
             .connect(host, names.database.as_str())
             .await?;
-        if t.privilege_model < PRIVILEGE_MODEL {
+        if t.privilege_model < MODEL_LOGIN_OWNS_NOTHING {
             // Until the move below is done, the tenant may still create
             // objects: none of its sessions may run meanwhile.
             host_ops::close_database(&admin, &names.database, &names.role).await?;
         }
-        let changed = privileges::apply(&mut tenant_db, &names.owner, &names.role).await?;
+        let changed = privileges::apply(
+            &mut tenant_db,
+            &self.settings.prefix.template_owner_ident(),
+            &names.role,
+        )
+        .await?;
         if !changed.is_empty() {
             tracing::warn!(?changed, "moved the tenant database to the privilege model");
         }
@@ -629,19 +631,18 @@ impl Reconciler {
             model: Some(ledger::ModelApplied {
                 limits: limits.fingerprint(),
                 // Sealed again, bound to the tenant, when it came from before.
-                resealed: (t.privilege_model < PRIVILEGE_MODEL)
+                resealed: (t.privilege_model < MODEL_LOGIN_OWNS_NOTHING)
                     .then(|| self.cipher.seal(t.id, &names.role, &password)),
                 changed,
             }),
         })
     }
 
-    /// Clones the template into a database of this pass's own and sets it
-    /// up in the fewest steps on the host: the clone, owned by the admin
-    /// and open to it alone; then its roles, made while the first
-    /// connection into it is opened (the two take about as long); then one
-    /// transaction inside it that hands it and its objects to the owner,
-    /// grants the login role its rights and runs `c.open`. Returns the
+    /// Makes a database of this pass's own in the fewest steps on the host:
+    /// its roles (one transaction), the clone, owned by the owner role and
+    /// closed, then one transaction that closes it to PUBLIC, allows
+    /// connections and runs `c.open`. Nothing runs inside the new database:
+    /// the template's rights are the model's (see `privileges`). Returns the
     /// template version the clone carries. `found` is the survey of these
     /// names, which showed no database.
     async fn clone_fresh<E>(
@@ -650,33 +651,27 @@ impl Reconciler {
         host: &DbHost,
         found: &host_ops::Survey,
         c: &FreshClone<'_>,
-    ) -> Result<Option<i32>, E>
+    ) -> Result<i32, E>
     where
         E: From<HostError> + From<HostSqlError> + From<CloneError>,
     {
-        let [cloned, roles_made] = c.steps;
-        template::clone_locked(
+        let [roles_made, cloned] = c.steps;
+        host_ops::prepare_roles(admin, found, c.owner, c.login, c.password, c.limits).await?;
+        self.pause_at(roles_made).await;
+        let version = template::clone_locked(
             &self.control,
             admin,
             host,
             &self.settings.prefix.template_ident(),
             c.database,
-            None,
+            c.owner,
             self.settings.clone_strategy,
             self.settings.attempt_timeout,
         )
         .await?;
         self.pause_at(cloned).await;
-        host_ops::admit_admin(admin, c.database).await?;
-        // Both run to the end, so the admin session is never left mid-batch.
-        let (roles, inside) = tokio::join!(
-            host_ops::prepare_roles(admin, found, c.owner, c.login, c.password, c.limits),
-            self.connector.connect(host, c.database.as_str()),
-        );
-        roles?;
-        let inside = inside?;
-        self.pause_at(roles_made).await;
-        Ok(privileges::apply_fresh(&inside, c.database, c.owner, c.login, &c.open).await?)
+        host_ops::open_clone(admin, c.database, &c.open).await?;
+        Ok(version)
     }
 
     #[tracing::instrument(name = "make_suspended", skip_all)]

@@ -42,8 +42,6 @@ pub enum SpareError {
     Clone(#[from] CloneError),
     #[error("db host {0:?} has no template yet (it is built with the host's first tenant)")]
     NoTemplate(String),
-    #[error("the new spare shows no template version")]
-    NoVersion,
 }
 
 /// How soon a refill that waited for tenants being provisioned looks again.
@@ -210,15 +208,11 @@ impl Reconciler {
                     password: &password,
                     limits: None,
                     open: String::new(),
-                    steps: ["spare_cloned", "spare_roles"],
+                    steps: ["spare_roles", "spare_cloned"],
                 };
                 let version = self
                     .clone_fresh::<SpareError>(&admin, host, &found, &spare)
-                    .await?
-                    .ok_or(SpareError::NoVersion)?;
-                // A claim renames the database, which must have no session:
-                // wait for ours to end on the server too.
-                host_ops::wait_unused(&admin, &database).await?;
+                    .await?;
                 admin.release();
                 Ok(version)
             })

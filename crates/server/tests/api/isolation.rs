@@ -189,9 +189,51 @@ async fn the_login_role_owns_nothing_and_can_create_or_alter_nothing_but_uses_it
         SqlState::UNDEFINED_TABLE,
     )
     .await;
+    // The rights inside are PUBLIC's (CONNECT is the boundary): exactly
+    // the model's, and the database's ACL holds no entry for PUBLIC.
+    let admin = admin_in(&app, db.as_str()).await;
+    let public_rights = || async {
+        testkit::column::<String>(
+            &admin,
+            "SELECT format('%s %s %s', k, o, a.privilege_type)
+               FROM (SELECT 'relation' AS k, c.oid::regclass::text AS o, c.relacl AS acl
+                       FROM pg_class c WHERE c.relnamespace = 'public'::regnamespace
+                     UNION ALL
+                     SELECT 'schema', n.nspname::text, n.nspacl FROM pg_namespace n
+                      WHERE n.nspname IN ('public', 'tenant_plane')
+                     UNION ALL
+                     SELECT 'database', d.datname::text, d.datacl FROM pg_database d
+                      WHERE d.datname = current_database()) x,
+                    aclexplode(x.acl) a
+              WHERE a.grantee = 0
+              ORDER BY 1",
+            &[],
+        )
+        .await
+    };
+    let before = public_rights().await;
+    let kinds: std::collections::BTreeSet<&str> = before
+        .iter()
+        .map(|r| r.rsplit(' ').next().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["DELETE", "INSERT", "SELECT", "UPDATE", "USAGE"].into(),
+        "{before:?}"
+    );
+    assert!(
+        before.contains(&"schema public USAGE".to_owned()),
+        "{before:?}"
+    );
+    assert!(
+        before
+            .iter()
+            .all(|r| !r.starts_with("database ") && !r.contains("tenant_plane")),
+        "{before:?}"
+    );
     // Granting what it holds without grant option is no error in
     // PostgreSQL, only a warning (01007) that nothing was granted: assert
-    // that PUBLIC indeed holds nothing afterwards.
+    // that PUBLIC indeed holds nothing more afterwards.
     tenant
         .batch_execute(&format!(
             "GRANT SELECT ON public.tasks TO PUBLIC;
@@ -202,19 +244,11 @@ async fn the_login_role_owns_nothing_and_can_create_or_alter_nothing_but_uses_it
         ))
         .await
         .expect("a GRANT without grant option only warns");
-    let admin = admin_in(&app, db.as_str()).await;
-    let public_rights = int(
-        &admin,
-        "SELECT (SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a
-                  WHERE c.relnamespace = 'public'::regnamespace AND a.grantee = 0)
-              + (SELECT count(*) FROM pg_namespace n, aclexplode(n.nspacl) a
-                  WHERE n.nspname = 'public' AND a.grantee = 0)
-              + (SELECT count(*) FROM pg_database d, aclexplode(d.datacl) a
-                  WHERE d.datname = current_database() AND a.grantee = 0)",
-        &[],
-    )
-    .await;
-    assert_eq!(public_rights, 0, "the tenant granted PUBLIC something");
+    assert_eq!(
+        public_rights().await,
+        before,
+        "the tenant granted PUBLIC something"
+    );
 
     // What it may do: work with the template's tables.
     let members: Vec<i64> = testkit::column(
@@ -705,16 +739,14 @@ async fn old_model_tenants_are_upgraded_without_ever_running_their_planted_code(
 }
 
 #[tokio::test]
-async fn a_new_database_is_unreachable_until_its_privileges_are_set() {
+async fn a_new_database_is_unreachable_until_it_is_opened() {
     let app = crate::helpers::spawn_app_with(&crate::helpers::SHORT_LEASE).await;
-    // Paused after CREATE DATABASE, and again once the roles exist (they
-    // are made while the first connection into the clone is opened). The
-    // clone is closed to connections at first, then open to the admin
-    // alone: PUBLIC's default CONNECT is revoked before connections are
-    // allowed. The login role cannot log in at either step: it does not
-    // exist yet, then it is NOLOGIN (LOGIN comes in the same transaction as
-    // the grants, the last step).
-    for step in ["database", "role"] {
+    // Paused once the roles exist, and again after CREATE DATABASE. The
+    // login role cannot log in at either step: it is NOLOGIN until the
+    // transaction that opens the clone. The clone is closed to connections
+    // until that same transaction, which revokes PUBLIC's default CONNECT
+    // first.
+    for step in ["role", "database"] {
         let org = app.create_org(step).await.org_id.as_str().to_owned();
         let mut worker = spawn_worker(&app, Some(step));
         wait_for_stderr(&mut worker, &format!("paused at step {step}"), DEADLINE).await;
@@ -725,46 +757,30 @@ async fn a_new_database_is_unreachable_until_its_privileges_are_set() {
         let err = connect_as(&creds, creds.dbname.as_str())
             .await
             .expect_err("the tenant reached a database still being provisioned");
-        let db: (bool, bool) = {
-            let row = app
-                .client
-                .query_one(
-                    "SELECT datallowconn, has_database_privilege('public', oid, 'CONNECT')
-                       FROM pg_database WHERE datname = $1",
-                    &[&creds.dbname.as_str()],
-                )
-                .await
-                .unwrap();
-            (row.get(0), row.get(1))
-        };
-        if step == "database" {
-            assert!(
-                !app.role_exists(creds.role.as_str()).await,
-                "the roles come after the clone"
-            );
-            assert!(
-                sqlstate(&err).is_some_and(|c| c.starts_with("28")),
-                "at {step}: {err}"
-            );
-            assert!(!db.0, "datallowconn at {step}");
+        assert_eq!(sqlstate(&err), Some("28000"), "at {step}: {err}");
+        let can_login: bool = app
+            .client
+            .query_one(
+                "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
+                &[&creds.role.as_str()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert!(!can_login, "LOGIN before the clone is open at {step}");
+        let db = app
+            .client
+            .query_opt(
+                "SELECT datallowconn FROM pg_database WHERE datname = $1",
+                &[&creds.dbname.as_str()],
+            )
+            .await
+            .unwrap()
+            .map(|row| row.get::<_, bool>(0));
+        if step == "role" {
+            assert_eq!(db, None, "the clone comes after the roles");
         } else {
-            assert!(
-                app.role_exists(creds.role.as_str()).await,
-                "the role exists: it is its login that is refused"
-            );
-            assert_eq!(sqlstate(&err), Some("28000"), "at {step}: {err}");
-            let can_login: bool = app
-                .client
-                .query_one(
-                    "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1",
-                    &[&creds.role.as_str()],
-                )
-                .await
-                .unwrap()
-                .get(0);
-            assert!(!can_login, "LOGIN before the grants at {step}");
-            assert!(db.0, "open to the admin's connection at {step}");
-            assert!(!db.1, "PUBLIC may connect at {step}");
+            assert_eq!(db, Some(false), "datallowconn at {step}");
         }
 
         worker.kill().await.expect("SIGKILL the worker");
@@ -942,11 +958,13 @@ async fn a_rollout_of_a_row_naming_another_tenants_database_changes_nothing_ther
         )
         .await;
         assert_eq!(labels, 0);
-        // Default privileges only ever name the database's own owner role.
+        // Default privileges only ever name the template owner, who owns
+        // every object in every clone.
+        let template_owner = app.settings.prefix().unwrap().template_owner_ident();
         let foreign = int(
             &admin,
             "SELECT count(*) FROM pg_default_acl WHERE defaclrole::regrole::text <> $1",
-            &[&format!("{}_owner", creds.role.as_str())],
+            &[&template_owner.as_str()],
         )
         .await;
         assert_eq!(foreign, 0, "{}", creds.dbname);
