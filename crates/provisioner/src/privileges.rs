@@ -368,10 +368,12 @@ fn grant_sql(owner: &PgIdent, login: Option<&PgIdent>) -> String {
               WHERE {USER_SCHEMAS}
               ORDER BY n.nspname"
     );
+    // The quoted identifier (`Display`), as a literal.
+    let owner = owner.to_string();
     execute_each(
         &query
             .replace("$1", &quote_literal(&revoked))
-            .replace("$2", &quote_literal(&owner.to_string()))
+            .replace("$2", &quote_literal(&owner))
             .replace("$3", &quote_literal(SCHEMA)),
     )
 }
