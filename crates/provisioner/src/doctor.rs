@@ -44,6 +44,10 @@ pub enum FindingKind {
     TenantOwnsObjects,
     /// The tenant's login role may create objects in a schema.
     SchemaCreate,
+    /// PUBLIC, or a role other than the tenant's, may connect to a tenant
+    /// database: the rights inside are PUBLIC's, so CONNECT gives the
+    /// tenant's data.
+    TenantDatabaseOpen,
     /// Triggers or routines the template does not have: the tenant's own.
     TenantCode,
     /// The tenant database's own history disagrees with the registry.
@@ -328,14 +332,32 @@ async fn inspect_tenant_database(
         let db = connector.connect(host, p.database.as_str()).await?;
         privileges::pin_search_path(&db).await?;
         let mut found = Vec::new();
-        let db_owner: String = db
+        let row = db
             .query_one(
-                "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()",
-                &[],
+                "SELECT pg_get_userbyid(d.datdba),
+                        array(SELECT CASE a.grantee WHEN 0 THEN 'PUBLIC'
+                                     ELSE pg_get_userbyid(a.grantee)::text END
+                                FROM aclexplode(coalesce(d.datacl,
+                                                         acldefault('d', d.datdba))) a
+                               WHERE a.privilege_type = 'CONNECT'
+                                 AND a.grantee NOT IN (d.datdba, to_regrole($1))
+                               ORDER BY 1)
+                   FROM pg_database d WHERE d.datname = current_database()",
+                &[&p.role.as_str()],
             )
             .await
-            .map_err(crate::host_ops::sql("read the database owner"))?
-            .get(0);
+            .map_err(crate::host_ops::sql("read the database owner and ACL"))?;
+        let db_owner: String = row.get(0);
+        let may_connect: Vec<String> = row.get(1);
+        if !may_connect.is_empty() {
+            found.push(finding(
+                FindingKind::TenantDatabaseOpen,
+                format!(
+                    "{} may connect, and so use the tenant's data",
+                    may_connect.join(", ")
+                ),
+            ));
+        }
         let mut owned = privileges::owned_by(&db, &p.role).await?;
         if db_owner == p.role.as_str() {
             owned.insert(0, "the database itself".to_owned());

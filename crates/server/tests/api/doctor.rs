@@ -133,7 +133,8 @@ async fn doctor_reports_tenants_off_the_privilege_model_and_names_it_did_not_der
         .await
         .batch_execute(&format!(
             "ALTER DATABASE \"{db}\" OWNER TO \"{role}\";
-             GRANT CREATE ON SCHEMA public TO \"{role}\";"
+             GRANT CREATE ON SCHEMA public TO \"{role}\";
+             GRANT CONNECT ON DATABASE \"{db}\" TO PUBLIC;"
         ))
         .await
         .unwrap();
@@ -177,6 +178,7 @@ async fn doctor_reports_tenants_off_the_privilege_model_and_names_it_did_not_der
             "schema_create",
             "template_version_mismatch",
             "tenant_code",
+            "tenant_database_open",
             "tenant_owns_objects",
         ],
         "{findings:#}"
@@ -184,6 +186,7 @@ async fn doctor_reports_tenants_off_the_privilege_model_and_names_it_did_not_der
     let text = findings.to_string();
     assert!(text.contains("public.planted()"), "{text}");
     assert!(text.contains("the database itself"), "{text}");
+    assert!(text.contains("PUBLIC may connect"), "{text}");
     assert!(text.contains("v1, the registry v7"), "{text}");
 }
 

@@ -738,6 +738,103 @@ async fn old_model_tenants_are_upgraded_without_ever_running_their_planted_code(
         .expect("the tenant uses what the rollout added");
 }
 
+/// Puts a tenant back into the second privilege model: every object of
+/// its database the tenant's own owner role's, the rights inside the login
+/// role's own grants, PUBLIC holding none.
+async fn revert_to_model_1(app: &TestApp, org: &str, creds: &TenantCredentials) {
+    let (db, role) = (&creds.dbname, &creds.role);
+    let owner = quote_ident(&format!("{}_owner", role.as_str()));
+    admin_in(app, db.as_str())
+        .await
+        .batch_execute(&format!(
+            "SET search_path = pg_catalog;
+             ALTER SCHEMA public OWNER TO {owner};
+             ALTER SCHEMA tenant_plane OWNER TO {owner};
+             DO $$ DECLARE r regclass; BEGIN
+               FOR r IN SELECT c.oid FROM pg_class c
+                         WHERE c.relnamespace IN ('public'::regnamespace,
+                                                  'tenant_plane'::regnamespace)
+                           AND c.relkind IN ('r', 'p') LOOP
+                 EXECUTE format('ALTER TABLE %s OWNER TO %s', r, {owner_lit});
+               END LOOP;
+             END $$;
+             REVOKE ALL ON SCHEMA public FROM PUBLIC;
+             REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
+             REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM PUBLIC;
+             GRANT USAGE ON SCHEMA public TO {role};
+             GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
+             GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role};",
+            owner_lit = model::naming::quote_literal(&owner),
+        ))
+        .await
+        .expect("back to model 1");
+    app.client
+        .execute(
+            "UPDATE tenant_registry SET privilege_model = 1 WHERE clerk_org_id = $1",
+            &[&org],
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_model_1_tenant_is_moved_to_public_rights_without_losing_its_sessions_or_data() {
+    let app = spawn_app().await;
+    let (org, creds) = provisioned(&app, "second model").await;
+    revert_to_model_1(&app, &org, &creds).await;
+    let session = login(&creds).await;
+    session
+        .batch_execute("INSERT INTO members (clerk_user_id) VALUES ('user_before')")
+        .await
+        .expect("model 1 rights are the login role's own");
+
+    app.reconcile().await;
+
+    let t = app.registry_tenant(&org).await;
+    assert_eq!(t.status, TenantStatus::Active, "{:?}", t.last_error);
+    assert_eq!(t.privilege_model, PRIVILEGE_MODEL);
+    // The session from before the move goes on, now with PUBLIC's rights.
+    let members = int(
+        &session,
+        "WITH added AS (INSERT INTO members (clerk_user_id) VALUES ('user_after') RETURNING 1)
+         SELECT count(*) FROM members",
+        &[],
+    )
+    .await;
+    assert_eq!(members, 2, "the data from before the move is there");
+
+    let admin = admin_in(&app, creds.dbname.as_str()).await;
+    let own_rights = int(
+        &admin,
+        "SELECT (SELECT count(*) FROM pg_class c, aclexplode(c.relacl) a
+                  WHERE a.grantee = to_regrole($1))
+              + (SELECT count(*) FROM pg_namespace n, aclexplode(n.nspacl) a
+                  WHERE a.grantee = to_regrole($1))",
+        &[&creds.role.as_str()],
+    )
+    .await;
+    assert_eq!(own_rights, 0, "the login role keeps grants of its own");
+    let template_owner = app.settings.prefix().unwrap().template_owner_ident();
+    let foreign = int(
+        &admin,
+        "SELECT (SELECT count(*) FROM pg_class c
+                  WHERE c.relnamespace IN ('public'::regnamespace, 'tenant_plane'::regnamespace)
+                    AND c.relowner <> to_regrole($1))
+              + (SELECT count(*) FROM pg_namespace n
+                  WHERE n.nspname IN ('public', 'tenant_plane') AND n.nspowner <> to_regrole($1))",
+        &[&template_owner.as_str()],
+    )
+    .await;
+    assert_eq!(foreign, 0, "objects not the template owner's");
+    refused(
+        &session,
+        "SELECT * FROM tenant_plane.template_history",
+        DENIED,
+    )
+    .await;
+    refused(&session, "CREATE TABLE public.planted (x int)", DENIED).await;
+}
+
 #[tokio::test]
 async fn a_new_database_is_unreachable_until_it_is_opened() {
     let app = crate::helpers::spawn_app_with(&crate::helpers::SHORT_LEASE).await;

@@ -334,6 +334,35 @@ async fn a_template_change_retires_older_spares_and_no_tenant_gets_one() {
 }
 
 #[tokio::test]
+async fn a_spare_built_on_an_earlier_privilege_model_is_retired_and_never_claimed() {
+    let app = spawn_app_with(&pool_of("1")).await;
+    refill(&app).await;
+    let old = spares(&app).await.remove(0).name;
+    app.client
+        .execute("UPDATE warm_spares SET privilege_model = 1", &[])
+        .await
+        .unwrap();
+
+    let org = app.create_org("Model 2").await.org_id.as_str().to_owned();
+    app.reconcile().await;
+    let t = app.registry_tenant(&org).await;
+    assert_eq!(t.status, TenantStatus::Active);
+    assert_eq!(spares(&app).await.len(), 1, "the old spare was not taken");
+    assert!(database_oid(&app.client, &old).await.is_some());
+
+    let done = refill(&app).await;
+    assert_eq!((done.retired, done.built), (1, 1));
+    assert_eq!(database_oid(&app.client, &old).await, None, "{old} dropped");
+    let model: i32 = app
+        .client
+        .query_one("SELECT privilege_model FROM warm_spares", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(model, registry::tenants::PRIVILEGE_MODEL);
+}
+
+#[tokio::test]
 async fn draining_a_host_retires_its_spares_and_turning_the_pool_off_retires_the_rest() {
     let app = spawn_app_with(&pool_of("2")).await;
     refill(&app).await;
