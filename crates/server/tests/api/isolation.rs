@@ -478,9 +478,20 @@ async fn revert_to_old_model(app: &TestApp, org: &str, creds: &TenantCredentials
                END IF;
              END $$;
              -- The template's objects were the admin's, who built it (and
-             -- foreign-key checks run as the referenced table's owner).
+             -- foreign-key checks run as the referenced table's owner); they
+             -- are the template owner's now.
              REASSIGN OWNED BY {owner} TO CURRENT_USER;
              ALTER DATABASE {db} OWNER TO {role};
+             -- `public` was its database owner's, as on a fresh cluster.
+             ALTER SCHEMA public OWNER TO pg_database_owner;
+             DO $$ DECLARE r regclass; BEGIN
+               FOR r IN SELECT c.oid FROM pg_class c
+                         WHERE c.relnamespace IN ('public'::regnamespace,
+                                                  'tenant_plane'::regnamespace)
+                           AND c.relkind IN ('r', 'p') LOOP
+                 EXECUTE format('ALTER TABLE %s OWNER TO CURRENT_USER', r);
+               END LOOP;
+             END $$;
              REVOKE ALL ON DATABASE {db} FROM PUBLIC;
              GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role};
              ALTER TABLE tenant_plane.template_history SET SCHEMA public;
