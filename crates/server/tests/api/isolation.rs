@@ -453,6 +453,20 @@ async fn the_connection_limit_refuses_one_login_too_many_and_a_new_limit_reaches
     assert_eq!(sqlstate(&err), Some("53300"), "{err}");
 }
 
+/// A DO block that gives every table in `public` and `tenant_plane` to
+/// `owner` (SQL: a quoted role name or `CURRENT_USER`).
+fn tables_owned_by(owner: &str) -> String {
+    format!(
+        "DO $$ DECLARE r regclass; BEGIN
+           FOR r IN SELECT c.oid FROM pg_class c
+                     WHERE c.relnamespace IN ('public'::regnamespace, 'tenant_plane'::regnamespace)
+                       AND c.relkind IN ('r', 'p') LOOP
+             EXECUTE format('ALTER TABLE %s OWNER TO {owner}', r);
+           END LOOP;
+         END $$"
+    )
+}
+
 /// Puts a tenant back into the first privilege model, as its code left a
 /// database: the login role owns the database and holds ALL on `public` and
 /// its tables, the template's objects are the admin's (who built the
@@ -484,14 +498,7 @@ async fn revert_to_old_model(app: &TestApp, org: &str, creds: &TenantCredentials
              ALTER DATABASE {db} OWNER TO {role};
              -- `public` was its database owner's, as on a fresh cluster.
              ALTER SCHEMA public OWNER TO pg_database_owner;
-             DO $$ DECLARE r regclass; BEGIN
-               FOR r IN SELECT c.oid FROM pg_class c
-                         WHERE c.relnamespace IN ('public'::regnamespace,
-                                                  'tenant_plane'::regnamespace)
-                           AND c.relkind IN ('r', 'p') LOOP
-                 EXECUTE format('ALTER TABLE %s OWNER TO CURRENT_USER', r);
-               END LOOP;
-             END $$;
+             {tables};
              REVOKE ALL ON DATABASE {db} FROM PUBLIC;
              GRANT CONNECT, TEMPORARY ON DATABASE {db} TO {role};
              ALTER TABLE tenant_plane.template_history SET SCHEMA public;
@@ -501,7 +508,8 @@ async fn revert_to_old_model(app: &TestApp, org: &str, creds: &TenantCredentials
              GRANT ALL ON SCHEMA public TO {role};
              GRANT ALL ON ALL TABLES IN SCHEMA public TO {role};
              GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO {role};
-             GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {role};"
+             GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA public TO {role};",
+            tables = tables_owned_by("CURRENT_USER"),
         ))
         .await
         .expect("back to the first model");
@@ -761,21 +769,14 @@ async fn revert_to_model_1(app: &TestApp, org: &str, creds: &TenantCredentials) 
             "SET search_path = pg_catalog;
              ALTER SCHEMA public OWNER TO {owner};
              ALTER SCHEMA tenant_plane OWNER TO {owner};
-             DO $$ DECLARE r regclass; BEGIN
-               FOR r IN SELECT c.oid FROM pg_class c
-                         WHERE c.relnamespace IN ('public'::regnamespace,
-                                                  'tenant_plane'::regnamespace)
-                           AND c.relkind IN ('r', 'p') LOOP
-                 EXECUTE format('ALTER TABLE %s OWNER TO %s', r, {owner_lit});
-               END LOOP;
-             END $$;
+             {tables};
              REVOKE ALL ON SCHEMA public FROM PUBLIC;
              REVOKE ALL ON ALL TABLES IN SCHEMA public FROM PUBLIC;
              REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM PUBLIC;
              GRANT USAGE ON SCHEMA public TO {role};
              GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role};
              GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role};",
-            owner_lit = model::naming::quote_literal(&owner),
+            tables = tables_owned_by(&owner),
         ))
         .await
         .expect("back to model 1");
