@@ -97,9 +97,15 @@ struct Args {
     #[arg(long, default_value_t = 200, value_parser = positive)]
     tenants: usize,
     /// Concurrent senders and workers (app) or connections (raw),
-    /// comma-separated: one pair of runs per value.
+    /// comma-separated: `--rounds` rounds of runs per value.
     #[arg(long, value_delimiter = ',', default_value = "1,4", value_parser = positive)]
     concurrency: Vec<usize>,
+    /// Rounds of app and raw runs per concurrency, each round on a fresh
+    /// control database and prefix; the ratios are taken within a round
+    /// and their median printed. This machine's disk drifts by 2x within
+    /// minutes, so one raw run minutes from its app run says little.
+    #[arg(long, default_value_t = 3, value_parser = positive)]
+    rounds: usize,
     /// The workers' backstop poll (worker.poll_interval): how long a tenant
     /// whose NOTIFY wake-up was lost waits. Keep it well above the normal
     /// latency, or the count of tenants woken by it means nothing.
@@ -144,21 +150,32 @@ fn run(args: &Args) -> anyhow::Result<()> {
         "{:<9}{:>3}{:>9}{:>11}{:>10}{:>10}",
         "variant", "C", "tenants", "tenants/s", "p50(ms)", "p99(ms)"
     );
-    let mut raws = Vec::new();
+    // Per concurrency: the median p50 of the fastest raw run of each round.
+    let mut raw_p50s = Vec::new();
     for &concurrency in &args.concurrency {
-        raws.push(measure_pair(args, concurrency)?);
+        let rounds = (0..args.rounds)
+            .map(|_| measure_pair(args, concurrency))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if args.rounds > 1 {
+            for line in median_lines(&rounds) {
+                println!("{line}");
+            }
+        }
+        let mut p50s: Vec<Duration> = rounds.iter().map(|r| r.fastest().p50()).collect();
+        p50s.sort_unstable();
+        raw_p50s.push((concurrency, percentile(&p50s, 0.50)));
     }
-    let raw_at = |c: usize| raws.iter().find(|r| r.concurrency == c);
+    let raw_p50_at = |c: usize| raw_p50s.iter().find(|(at, _)| *at == c).map(|(_, p)| *p);
     if args.warm_pool > 0 && args.warm_tenants > 0 {
         let db = on_fresh_runtime(async { Ok(TestDatabase::migrated().await) })?;
         let prefix = PrefixGuard::new();
         let warm = on_fresh_runtime(measure_warm(args, &db, &prefix.prefix))?;
         println!("{}", warm.row());
-        if let Some(raw) = raw_at(1) {
+        if let Some(raw) = raw_p50_at(1) {
             println!(
-                "{:>12}warm p50 / raw clone p50 (C = 1) = {:.2}",
+                "{:>12}warm p50 / raw clone p50 (C = 1, median of the rounds) = {:.2}",
                 "",
-                millis(warm.p50()) / millis(raw.p50())
+                millis(warm.p50()) / millis(raw)
             );
         }
         if let Err(e) = on_fresh_runtime(drop_databases(&prefix.prefix)) {
@@ -193,6 +210,53 @@ fn run(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One round at one concurrency: the app, then raw clones with each
+/// strategy.
+struct Round {
+    app: Run,
+    raws: Vec<Run>,
+}
+
+impl Round {
+    fn fastest(&self) -> &Run {
+        self.raws
+            .iter()
+            .max_by(|a, b| a.per_sec.total_cmp(&b.per_sec))
+            .expect("a raw run per strategy")
+    }
+}
+
+/// Per raw strategy, the median over the rounds of the ratios taken within
+/// each round.
+fn median_lines(rounds: &[Round]) -> Vec<String> {
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (0..rounds[0].raws.len())
+        .map(|i| {
+            let throughput = median(
+                rounds
+                    .iter()
+                    .map(|r| r.app.per_sec / r.raws[i].per_sec)
+                    .collect(),
+            );
+            let p50 = median(
+                rounds
+                    .iter()
+                    .map(|r| millis(r.app.p50()) / millis(r.raws[i].p50()))
+                    .collect(),
+            );
+            format!(
+                "{:>12}median of {} rounds, app/{}: throughput = {throughput:.2}, p50 {p50:.2}×",
+                "",
+                rounds.len(),
+                rounds[0].raws[i].variant,
+            )
+        })
+        .collect()
+}
+
 /// Both variants at one concurrency, on a fresh control database and tenant
 /// prefix, printed as they finish.
 ///
@@ -200,14 +264,19 @@ fn run(args: &Args) -> anyhow::Result<()> {
 /// they are dropped (with every database and role under the prefix) only
 /// once no runtime is left to run a worker or sender that could make
 /// another database after the guard has listed them, even on Ctrl-C.
-fn measure_pair(args: &Args, concurrency: usize) -> anyhow::Result<Run> {
+fn measure_pair(args: &Args, concurrency: usize) -> anyhow::Result<Round> {
     let db = on_fresh_runtime(async { Ok(TestDatabase::migrated().await) })?;
     let prefix = PrefixGuard::new();
 
     let (app, template) = on_fresh_runtime(measure_app(args, concurrency, &db, &prefix.prefix))?;
     println!("{}", app.row());
     println!("{}", polled_line(&app, args.poll_interval));
-    let mut fastest: Option<Run> = None;
+    // The app's databases go first, so that raw clones as many next to as
+    // few databases as the app did.
+    if let Err(e) = on_fresh_runtime(drop_databases(&prefix.prefix)) {
+        eprintln!("warning: dropping the run's databases: {e:#}");
+    }
+    let mut raws = Vec::new();
     for strategy in [Strategy::WalLog, Strategy::FileCopy] {
         let raw = on_fresh_runtime(measure_raw(
             &template,
@@ -218,14 +287,12 @@ fn measure_pair(args: &Args, concurrency: usize) -> anyhow::Result<Run> {
         ))?;
         println!("{}", raw.row());
         println!("{}", ratio_line(&app, &raw));
-        if fastest.as_ref().is_none_or(|f| raw.per_sec > f.per_sec) {
-            fastest = Some(raw);
-        }
         if let Err(e) = on_fresh_runtime(drop_databases(&prefix.prefix)) {
             eprintln!("warning: dropping the run's databases: {e:#}");
         }
+        raws.push(raw);
     }
-    fastest.context("no raw run")
+    Ok(Round { app, raws })
 }
 
 /// How `raw` clones: PostgreSQL's two CREATE DATABASE strategies.
