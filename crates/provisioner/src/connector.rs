@@ -231,6 +231,27 @@ impl HostConnector {
         Ok(AdminSession { conn: Some(conn) })
     }
 
+    /// A second admin session for work beside one already held, if the
+    /// pool has one to spare now (`None` otherwise, never waiting: a worker
+    /// waiting for a second session while holding its first could wait on
+    /// every other worker doing the same).
+    pub async fn spare_admin(&self, host: &DbHost) -> Result<Option<AdminSession>, HostError> {
+        let pool = self.admin_pool(host)?;
+        let timeouts = deadpool_postgres::Timeouts {
+            wait: Some(Duration::ZERO),
+            ..pool.timeouts()
+        };
+        match pool.timeout_get(&timeouts).await {
+            Ok(conn) => Ok(Some(AdminSession { conn: Some(conn) })),
+            Err(PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) => Ok(None),
+            Err(PoolError::Backend(source)) => Err(connect_failed(host, source)),
+            Err(_) => Err(HostError::timeout(
+                host,
+                self.connect_timeout.unwrap_or(DEFAULT_WAIT),
+            )),
+        }
+    }
+
     fn admin_pool(&self, host: &DbHost) -> Result<Pool, HostError> {
         let key = format!(
             "{}:{}:{}:{:?}",

@@ -333,12 +333,13 @@ pub(crate) async fn create_database(
     admin: &Client,
     db: &PgIdent,
     template: &PgIdent,
-    owner: &PgIdent,
+    owner: Option<&PgIdent>,
     strategy: CloneStrategy,
 ) -> Result<(), HostSqlError> {
+    // Without an owner, the admin owns it until it is handed over.
+    let owner = owner.map_or(String::new(), |o| format!("OWNER {o} "));
     let create = format!(
-        "CREATE DATABASE {db} TEMPLATE {template} OWNER {owner} STRATEGY {} \
-         ALLOW_CONNECTIONS false",
+        "CREATE DATABASE {db} TEMPLATE {template} {owner}STRATEGY {} ALLOW_CONNECTIONS false",
         strategy.sql()
     );
     match admin.batch_execute(&create).await {
@@ -384,19 +385,24 @@ fn admit_admin_sql(db: &PgIdent) -> String {
     )
 }
 
-/// Completes a clone this pass has just made: the rights inside came with
-/// the template, so what is left is the database's ACL, closed to PUBLIC,
-/// then connections allowed, and `open` (the tenant's LOGIN and CONNECT;
-/// nothing for a spare), in one transaction from the admin's session. A
-/// fresh clone has no settings of its own to reset (CREATE DATABASE copies
-/// none), and nobody could connect to it before this commits.
+/// Completes a clone this pass has just made (the admin owns it): the
+/// rights inside came with the template, so what is left is the database's
+/// owner and ACL, closed to PUBLIC, then connections allowed, and `open`
+/// (the tenant's LOGIN and CONNECT; nothing for a spare), in one
+/// transaction from the admin's session. A fresh clone has no settings of
+/// its own to reset (CREATE DATABASE copies none), and nobody could connect
+/// to it before this commits.
 pub(crate) async fn open_clone(
     admin: &Client,
     db: &PgIdent,
+    owner: &PgIdent,
     open: &str,
 ) -> Result<(), HostSqlError> {
     admin
-        .batch_execute(&format!("{}{open}", admit_admin_sql(db)))
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} OWNER TO {owner}; {}{open}",
+            admit_admin_sql(db)
+        ))
         .await
         .map_err(sql("open the new database"))
 }

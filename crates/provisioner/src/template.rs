@@ -188,8 +188,8 @@ pub enum CloneError {
     Sql(#[from] HostSqlError),
 }
 
-/// Clones the host's template as `db`, owned by `owner` and closed to
-/// connections, holding the template's shared lock (waiting at most `wait`
+/// Clones the host's template as `db`, owned by `owner` (by the admin when
+/// `None`) and closed to connections, holding the template's shared lock (waiting at most `wait`
 /// for it) so that no template migration runs meanwhile. Answers the
 /// template version the clone carries, as recorded under that lock.
 #[allow(clippy::too_many_arguments)]
@@ -199,7 +199,7 @@ pub(crate) async fn clone_locked(
     host: &DbHost,
     template: &PgIdent,
     db: &PgIdent,
-    owner: &PgIdent,
+    owner: Option<&PgIdent>,
     strategy: host_ops::CloneStrategy,
     wait: Duration,
 ) -> Result<i32, CloneError> {

@@ -59,8 +59,9 @@ pub fn host_connector(settings: &Settings) -> anyhow::Result<HostConnector> {
     let mut connector = HostConnector::new(settings.database.connect_timeout)
         .with_tls_defaults(tls.clone())
         .with_session_limits(settings.worker_session_limits())
-        // One admin session per worker, and one for the warm pool's refill.
-        .with_admin_pool(settings.worker.concurrency + 1);
+        // Two admin sessions per worker (a fresh clone makes its roles on a
+        // second beside it), and two for the warm pool's refill.
+        .with_admin_pool(2 * (settings.worker.concurrency + 1));
     if let Some(cert) = tls.client_cert() {
         connector = connector.with_client_cert(DEFAULT_HOST, cert.clone());
     }

@@ -589,7 +589,7 @@ impl Reconciler {
                 host,
                 &template,
                 &names.database,
-                &names.owner,
+                Some(&names.owner),
                 self.settings.clone_strategy,
                 self.settings.attempt_timeout,
             )
@@ -639,12 +639,13 @@ impl Reconciler {
     }
 
     /// Makes a database of this pass's own in the fewest steps on the host:
-    /// its roles (one transaction), the clone, owned by the owner role and
-    /// closed, then one transaction that closes it to PUBLIC, allows
-    /// connections and runs `c.open`. Nothing runs inside the new database:
-    /// the template's rights are the model's (see `privileges`). Returns the
-    /// template version the clone carries. `found` is the survey of these
-    /// names, which showed no database.
+    /// the clone, owned by the admin and closed, and meanwhile its roles (one
+    /// transaction, on a second admin session when the pool has one to
+    /// spare); then one transaction that hands the database to its owner,
+    /// closes it to PUBLIC, allows connections and runs `c.open`. Nothing
+    /// runs inside the new database: the template's rights are the model's
+    /// (see `privileges`). Returns the template version the clone carries.
+    /// `found` is the survey of these names, which showed no database.
     async fn clone_fresh<E>(
         &self,
         admin: &tokio_postgres::Client,
@@ -656,21 +657,37 @@ impl Reconciler {
         E: From<HostError> + From<HostSqlError> + From<CloneError>,
     {
         let [roles_made, cloned] = c.steps;
-        host_ops::prepare_roles(admin, found, c.owner, c.login, c.password, c.limits).await?;
-        self.pause_at(roles_made).await;
-        let version = template::clone_locked(
+        let template = self.settings.prefix.template_ident();
+        let clone = template::clone_locked(
             &self.control,
             admin,
             host,
-            &self.settings.prefix.template_ident(),
+            &template,
             c.database,
-            c.owner,
+            None,
             self.settings.clone_strategy,
             self.settings.attempt_timeout,
-        )
-        .await?;
+        );
+        let version = match self.connector.spare_admin(host).await? {
+            Some(beside) => {
+                // Both run to the end, so neither session is left mid-batch.
+                let (roles, version) = tokio::join!(
+                    host_ops::prepare_roles(&beside, found, c.owner, c.login, c.password, c.limits),
+                    clone,
+                );
+                beside.release();
+                roles?;
+                version?
+            }
+            None => {
+                host_ops::prepare_roles(admin, found, c.owner, c.login, c.password, c.limits)
+                    .await?;
+                clone.await?
+            }
+        };
+        self.pause_at(roles_made).await;
         self.pause_at(cloned).await;
-        host_ops::open_clone(admin, c.database, &c.open).await?;
+        host_ops::open_clone(admin, c.database, c.owner, &c.open).await?;
         Ok(version)
     }
 

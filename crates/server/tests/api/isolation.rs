@@ -848,11 +848,12 @@ async fn a_model_1_tenant_is_moved_to_public_rights_without_losing_its_sessions_
 #[tokio::test]
 async fn a_new_database_is_unreachable_until_it_is_opened() {
     let app = crate::helpers::spawn_app_with(&crate::helpers::SHORT_LEASE).await;
-    // Paused once the roles exist, and again after CREATE DATABASE. The
-    // login role cannot log in at either step: it is NOLOGIN until the
-    // transaction that opens the clone. The clone is closed to connections
-    // until that same transaction, which revokes PUBLIC's default CONNECT
-    // first.
+    // Paused once the roles exist, and again after CREATE DATABASE (the
+    // roles are made beside the clone, so both pauses come once both are
+    // done). The login role cannot log in at either step: it is NOLOGIN
+    // until the transaction that opens the clone. The clone is closed to
+    // connections until that same transaction, which revokes PUBLIC's
+    // default CONNECT first.
     for step in ["role", "database"] {
         let org = app.create_org(step).await.org_id.as_str().to_owned();
         let mut worker = spawn_worker(&app, Some(step));
@@ -884,11 +885,7 @@ async fn a_new_database_is_unreachable_until_it_is_opened() {
             .await
             .unwrap()
             .map(|row| row.get::<_, bool>(0));
-        if step == "role" {
-            assert_eq!(db, None, "the clone comes after the roles");
-        } else {
-            assert_eq!(db, Some(false), "datallowconn at {step}");
-        }
+        assert_eq!(db, Some(false), "datallowconn at {step}");
 
         worker.kill().await.expect("SIGKILL the worker");
         app.reconcile_until(&org, TenantStatus::Active).await;
