@@ -224,10 +224,10 @@ impl HostConnector {
     /// new connection when none is idle).
     pub async fn admin(&self, host: &DbHost) -> Result<AdminSession, HostError> {
         let pool = self.admin_pool(host)?;
-        let conn = pool.get().await.map_err(|e| match e {
-            PoolError::Backend(source) => connect_failed(host, source),
-            _ => HostError::timeout(host, self.connect_timeout.unwrap_or(DEFAULT_WAIT)),
-        })?;
+        let conn = pool
+            .get()
+            .await
+            .map_err(|e| self.checkout_failed(host, e))?;
         Ok(AdminSession { conn: Some(conn) })
     }
 
@@ -244,11 +244,16 @@ impl HostConnector {
         match pool.timeout_get(&timeouts).await {
             Ok(conn) => Ok(Some(AdminSession { conn: Some(conn) })),
             Err(PoolError::Timeout(deadpool_postgres::TimeoutType::Wait)) => Ok(None),
-            Err(PoolError::Backend(source)) => Err(connect_failed(host, source)),
-            Err(_) => Err(HostError::timeout(
-                host,
-                self.connect_timeout.unwrap_or(DEFAULT_WAIT),
-            )),
+            Err(e) => Err(self.checkout_failed(host, e)),
+        }
+    }
+
+    /// Why an admin session could not be had: the host refused or failed
+    /// the connection, or it did not come in time.
+    fn checkout_failed(&self, host: &DbHost, e: PoolError) -> HostError {
+        match e {
+            PoolError::Backend(source) => connect_failed(host, source),
+            _ => HostError::timeout(host, self.connect_timeout.unwrap_or(DEFAULT_WAIT)),
         }
     }
 

@@ -343,7 +343,7 @@ async fn inspect_tenant_database(
                                  AND a.grantee NOT IN (d.datdba, to_regrole($1))
                                ORDER BY 1)
                    FROM pg_database d WHERE d.datname = current_database()",
-                &[&p.role.as_str()],
+                &[&p.role.to_string()],
             )
             .await
             .map_err(crate::host_ops::sql("read the database owner and ACL"))?;

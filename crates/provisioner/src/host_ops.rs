@@ -326,8 +326,8 @@ impl CloneStrategy {
     }
 }
 
-/// Clones `template` as `db`, owned by `owner` and closed to connections
-/// until [`open_clone`] or [`secure_database`]; a database that already
+/// Clones `template` as `db`, owned by `owner` (by the admin when `None`)
+/// and closed to connections until [`open_clone`] or [`secure_database`]; a database that already
 /// exists (an earlier attempt got this far) counts as done.
 pub(crate) async fn create_database(
     admin: &Client,

@@ -16,7 +16,7 @@
 //! rights are all in the template, so a clone is complete as it is: the
 //! tenant's roles, the database's owner and its ACL live in shared catalogs
 //! and are set from the admin's own session, with no connection into the
-//! new database (see `host_ops::open_clone_sql`).
+//! new database (see `host_ops::open_clone`).
 //!
 //! Admin sessions in a tenant database never look a name up where the tenant
 //! could have written: every statement here runs with `search_path =

@@ -189,9 +189,10 @@ pub enum CloneError {
 }
 
 /// Clones the host's template as `db`, owned by `owner` (by the admin when
-/// `None`) and closed to connections, holding the template's shared lock (waiting at most `wait`
-/// for it) so that no template migration runs meanwhile. Answers the
-/// template version the clone carries, as recorded under that lock.
+/// `None`) and closed to connections, holding the template's shared lock
+/// (waiting at most `wait` for it) so that no template migration runs
+/// meanwhile. Answers the template version the clone carries, as recorded
+/// under that lock.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn clone_locked(
     control: &Pool,

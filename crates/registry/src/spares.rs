@@ -161,8 +161,8 @@ pub async fn finish_build(
 }
 
 /// Claims for `tenant` the oldest ready spare at its host's current
-/// template version and the current privilege model, on an accepting host that is not backing off; `None`
-/// when there is none. Skips spares another transaction is claiming.
+/// template version and the current privilege model, on an accepting host
+/// that is not backing off; `None` when there is none. Skips spares another transaction is claiming.
 pub async fn take(tx: &Transaction<'_>, tenant: TenantId) -> Result<Option<Spare>, RegistryError> {
     let stmt = tx
         .prepare_cached(&format!(
@@ -215,8 +215,8 @@ pub async fn forget_claim(
 
 /// Takes one spare that must go, as `retiring` under a lease: a build or a
 /// retirement whose lease lapsed (its worker died), a ready spare behind its
-/// host's template or the privilege model or on a host that is draining, or a ready spare beyond
-/// `target` for its host (the newest go first).
+/// host's template or the privilege model or on a host that is draining, or
+/// a ready spare beyond `target` for its host (the newest go first).
 pub async fn next_to_retire(
     tx: &Transaction<'_>,
     target: usize,

@@ -137,7 +137,9 @@ struct FreshClone<'a> {
     /// What lets the tenant in, run last in the transaction that opens the
     /// clone (the tenant's LOGIN and CONNECT; nothing for a spare).
     open: String,
-    /// Where `pause_at` stops: after the roles, after the clone.
+    /// Where `pause_at` stops once the roles and the clone are both made
+    /// (made side by side, so both names stop at one point; the
+    /// step-by-step path stops at each apart).
     steps: [&'static str; 2],
 }
 
