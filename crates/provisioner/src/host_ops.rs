@@ -170,7 +170,7 @@ pub(crate) async fn prepare_roles(
     found: &Survey,
     owner: &PgIdent,
     login: &PgIdent,
-    password: &str,
+    password: &Verifier,
     limits: Option<&Limits>,
 ) -> Result<(), HostSqlError> {
     let mut batch = String::new();
@@ -180,7 +180,7 @@ pub(crate) async fn prepare_roles(
     if !found.superuser && !found.admin_is_owner {
         batch.push_str(&admin_grant(owner, found.v16));
     }
-    let password = format!("PASSWORD {}", verifier(password));
+    let password = format!("PASSWORD {}", password.0);
     if found.login {
         batch.push_str(&format!("ALTER ROLE {login} NOINHERIT {password};"));
     } else {
@@ -197,12 +197,26 @@ pub(crate) async fn prepare_roles(
         .map_err(sql("prepare roles"))
 }
 
-/// The password as a quoted SCRAM verifier, so the plaintext never reaches
+/// A password as a quoted SCRAM verifier, so the plaintext never reaches
 /// the server (or its logs).
-fn verifier(password: &str) -> String {
-    quote_literal(&postgres_protocol::password::scram_sha_256(
-        password.as_bytes(),
-    ))
+pub(crate) struct Verifier(String);
+
+impl Verifier {
+    /// Made on the blocking pool: its 4096 rounds of PBKDF2 take about a
+    /// millisecond of CPU, which on the async thread would hold back the
+    /// statements of the pass that waits for it (the clone's among them).
+    pub(crate) async fn of(password: &str) -> Self {
+        let owned = password.to_owned();
+        let verifier = tokio::task::spawn_blocking(move || scram(&owned))
+            .await
+            // Refused only while the runtime shuts down: made here instead.
+            .unwrap_or_else(|_| scram(password));
+        Self(quote_literal(&verifier))
+    }
+}
+
+fn scram(password: &str) -> String {
+    postgres_protocol::password::scram_sha_256(password.as_bytes())
 }
 
 /// A warm-pool spare's names: its database and login role (one name), and

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use deadpool_postgres::{GenericClient, Transaction};
+use tokio_postgres::types::ToSql;
 use uuid::Uuid;
 
 use crate::RegistryError;
@@ -36,17 +37,23 @@ pub async fn lock_for_clone(
     host: Uuid,
     wait: Duration,
 ) -> Result<i32, RegistryError> {
-    tx.batch_execute(&format!(
-        "SET LOCAL lock_timeout = {}",
-        wait.as_millis().max(1)
-    ))
-    .await?;
+    let timeout = format!("SET LOCAL lock_timeout = {}", wait.as_millis().max(1));
     let lock = tx
         .prepare_cached("SELECT pg_advisory_xact_lock_shared($1)")
         .await?;
-    tx.execute(&lock, &[&lock_key(host)]).await?;
-    // A statement of its own: its snapshot is taken once the lock is held.
-    host_version(tx, host).await
+    let version = tx.prepare_cached(HOST_VERSION).await?;
+    // Pipelined: sent in the order polled, in one round trip, and run in
+    // that order. The version is read by a statement of its own, so its
+    // snapshot is taken once the lock is held.
+    let key = lock_key(host);
+    let (lock_params, version_params): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
+        ([&key], [&host]);
+    let ((), _, row) = tokio::try_join!(
+        tx.batch_execute(&timeout),
+        tx.execute(&lock, &lock_params),
+        tx.query_one(&version, &version_params),
+    )?;
+    Ok(row.get("version"))
 }
 
 /// The versions recorded for a host, with their checksums.
@@ -94,13 +101,11 @@ pub async fn forget(client: &impl GenericClient, host: Uuid) -> Result<(), Regis
     Ok(())
 }
 
+const HOST_VERSION: &str = "SELECT coalesce(max(version), 0) AS version FROM template_versions
+                             WHERE db_host_id = $1";
+
 /// The template version recorded for a host (0 when none).
 pub async fn host_version(client: &impl GenericClient, host: Uuid) -> Result<i32, RegistryError> {
-    let stmt = client
-        .prepare_cached(
-            "SELECT coalesce(max(version), 0) AS version FROM template_versions
-              WHERE db_host_id = $1",
-        )
-        .await?;
+    let stmt = client.prepare_cached(HOST_VERSION).await?;
     Ok(client.query_one(&stmt, &[&host]).await?.get("version"))
 }

@@ -8,7 +8,9 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Transaction;
 use model::{DesiredState, PgIdent, TenantId, TenantStatus};
 use rand::Rng;
-use registry::tenants::{self, record_event, wake_workers, Tenant, PRIVILEGE_MODEL};
+use registry::tenants::{
+    self, record_event, wake_workers, Tenant, PRIVILEGE_MODEL, TENANT_COLUMNS,
+};
 use registry::RegistryError;
 use serde_json::json;
 use uuid::Uuid;
@@ -105,8 +107,9 @@ pub(super) struct Lease {
 }
 
 /// Records the lease, the transitional status and, for an active goal, the
-/// placement and sealed password, before anything exists on a server.
-/// `spare` names the warm spare this claim took, kept in the audit event.
+/// placement and sealed password, before anything exists on a server, and
+/// answers the row as it now is. `spare` names the warm spare this claim
+/// took, kept in the audit event.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn record_claim(
     tx: &Transaction<'_>,
@@ -117,38 +120,44 @@ pub(super) async fn record_claim(
     name: Option<&PgIdent>,
     password: Option<&[u8]>,
     spare: Option<&PgIdent>,
-) -> Result<(), RegistryError> {
+) -> Result<Tenant, RegistryError> {
     // A tenant placed by this claim has nothing on any host yet: what is
     // made for it is made on the current privilege model, so it is born on
     // it and takes the fresh clone's one-transaction set-up rather than the
-    // move of a first-model database (SET sees the row as it was).
+    // move of a first-model database (SET sees the row as it was). The row
+    // comes back with its host's columns joined, as `tenants::get` reads it.
     let stmt = tx
-        .prepare_cached(
-            "UPDATE tenant_registry
-            SET status = $2, db_host_id = $3,
-                db_name = coalesce(db_name, $4), db_role = coalesce(db_role, $4),
-                db_password_enc = $5, lease_token = $6,
-                lease_expires_at = now() + make_interval(secs => $7),
-                privilege_model = CASE WHEN db_host_id IS NULL AND $3::uuid IS NOT NULL
-                                       THEN $8 ELSE privilege_model END,
-                updated_at = now()
-          WHERE id = $1",
+        .prepare_cached(&format!(
+            "WITH t AS (
+              UPDATE tenant_registry
+                 SET status = $2, db_host_id = $3,
+                     db_name = coalesce(db_name, $4), db_role = coalesce(db_role, $4),
+                     db_password_enc = $5, lease_token = $6,
+                     lease_expires_at = now() + make_interval(secs => $7),
+                     privilege_model = CASE WHEN db_host_id IS NULL AND $3::uuid IS NOT NULL
+                                            THEN $8 ELSE privilege_model END,
+                     updated_at = now()
+               WHERE id = $1
+              RETURNING *)
+            SELECT {TENANT_COLUMNS} FROM t LEFT JOIN db_hosts h ON h.id = t.db_host_id"
+        ))
+        .await?;
+    let row = tx
+        .query_one(
+            &stmt,
+            &[
+                t.id.uuid_ref(),
+                &transitional.as_str(),
+                &host_id,
+                &name.map(PgIdent::as_str),
+                &password,
+                &lease.token,
+                &lease.duration.as_secs_f64(),
+                &PRIVILEGE_MODEL,
+            ],
         )
         .await?;
-    tx.execute(
-        &stmt,
-        &[
-            t.id.uuid_ref(),
-            &transitional.as_str(),
-            &host_id,
-            &name.map(PgIdent::as_str),
-            &password,
-            &lease.token,
-            &lease.duration.as_secs_f64(),
-            &PRIVILEGE_MODEL,
-        ],
-    )
-    .await?;
+    let claimed = Tenant::from_row(&row)?;
     if transitional != t.status {
         let mut detail = json!({ "db_host_id": host_id });
         if let Some(spare) = spare {
@@ -165,7 +174,7 @@ pub(super) async fn record_claim(
         )
         .await?;
     }
-    Ok(())
+    Ok(claimed)
 }
 
 /// The privilege model and plan limits, as a work phase applied them.
@@ -204,23 +213,80 @@ pub(super) enum Progress {
 
 /// Records what a work phase reached and ends its lease; `None` when the
 /// lease was lost (it lapsed and another worker took the tenant over), in
-/// which case nothing was written.
+/// which case the caller must roll the transaction back.
 pub(super) async fn record_progress(
     tx: &Transaction<'_>,
     t: &Tenant,
     lease: Uuid,
     progress: Progress,
 ) -> Result<Option<TenantStatus>, RegistryError> {
-    let (status, detail) = match progress {
+    let (status, detail) = match &progress {
         Progress::Reached {
             status,
             template_version,
             model,
         } => {
-            let deleted = status == TenantStatus::Deleted;
-            let (limits, resealed, changed) = match &model {
-                Some(m) => (Some(&m.limits), m.resealed.as_ref(), Some(&m.changed)),
-                None => (None, None, None),
+            let mut detail = json!({ "template_version": template_version });
+            if let Some(m) = model.as_ref().filter(|m| !m.changed.is_empty()) {
+                detail["privilege_model"] = json!({ "to": PRIVILEGE_MODEL, "changed": m.changed });
+            }
+            (*status, detail)
+        }
+        Progress::Retained { purge_after } => (
+            TenantStatus::Deleting,
+            json!({ "purge_after": purge_after }),
+        ),
+    };
+    let repaired = status == t.status && t.privilege_model < PRIVILEGE_MODEL;
+    let event = status != t.status
+        || repaired
+        || t.purge_after.is_none() && status == TenantStatus::Deleting;
+    // The write, its event and the workers' wake-up in one round trip:
+    // none depends on another's answer, and all three are rolled back
+    // together when the write finds the lease gone.
+    let (written, (), ()) = tokio::try_join!(
+        write_progress(tx, t, lease, &progress),
+        async {
+            if !event {
+                return Ok(());
+            }
+            let from = Some((t.status, t.desired_state));
+            let to = (status, t.desired_state);
+            record_event(tx, t.id, ACTOR, status.as_str(), from, to, detail).await
+        },
+        wake_workers(tx),
+    )?;
+    if written == 0 {
+        return Ok(None);
+    }
+    if status == TenantStatus::Active && t.status == TenantStatus::Provisioning {
+        // From registration (the webhook) to a usable database.
+        let seconds = (Utc::now() - t.created_at).num_milliseconds() as f64 / 1000.0;
+        metrics::histogram!("tenant_plane_provisioning_seconds").record(seconds);
+    }
+    metrics::counter!("tenant_plane_reconciled_total", "status" => status.as_str()).increment(1);
+    tracing::info!(status = %status, "tenant reconciled");
+    Ok(Some(status))
+}
+
+/// The row's half of [`record_progress`]: the rows written (0 when the
+/// lease is not `lease`).
+async fn write_progress(
+    tx: &Transaction<'_>,
+    t: &Tenant,
+    lease: Uuid,
+    progress: &Progress,
+) -> Result<u64, RegistryError> {
+    let written = match progress {
+        Progress::Reached {
+            status,
+            template_version,
+            model,
+        } => {
+            let deleted = *status == TenantStatus::Deleted;
+            let (limits, resealed) = match model {
+                Some(m) => (Some(&m.limits), m.resealed.as_ref()),
+                None => (None, None),
             };
             let stmt = tx
                 .prepare_cached(
@@ -238,74 +304,35 @@ pub(super) async fn record_progress(
                   WHERE id = $1 AND lease_token = $9",
                 )
                 .await?;
-            let n = tx
-                .execute(
-                    &stmt,
-                    &[
-                        t.id.uuid_ref(),
-                        &status.as_str(),
-                        &template_version,
-                        &deleted,
-                        &model.is_some(),
-                        &limits,
-                        &resealed,
-                        &PRIVILEGE_MODEL,
-                        &lease,
-                    ],
-                )
-                .await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            let mut detail = json!({ "template_version": template_version });
-            if let Some(changed) = changed.filter(|c| !c.is_empty()) {
-                detail["privilege_model"] = json!({ "to": PRIVILEGE_MODEL, "changed": changed });
-            }
-            (status, detail)
+            tx.execute(
+                &stmt,
+                &[
+                    t.id.uuid_ref(),
+                    &status.as_str(),
+                    template_version,
+                    &deleted,
+                    &model.is_some(),
+                    &limits,
+                    &resealed,
+                    &PRIVILEGE_MODEL,
+                    &lease,
+                ],
+            )
+            .await?
         }
         Progress::Retained { purge_after } => {
-            let n = tx
-                .execute(
-                    "UPDATE tenant_registry
-                        SET status = 'deleting', attempts = 0, last_error = NULL,
-                            purge_after = $2, next_attempt_at = $2, updated_at = now(),
-                            lease_token = NULL, lease_expires_at = NULL
-                      WHERE id = $1 AND lease_token = $3",
-                    &[t.id.uuid_ref(), &purge_after, &lease],
-                )
-                .await?;
-            if n == 0 {
-                return Ok(None);
-            }
-            (
-                TenantStatus::Deleting,
-                json!({ "purge_after": purge_after }),
+            tx.execute(
+                "UPDATE tenant_registry
+                    SET status = 'deleting', attempts = 0, last_error = NULL,
+                        purge_after = $2, next_attempt_at = $2, updated_at = now(),
+                        lease_token = NULL, lease_expires_at = NULL
+                  WHERE id = $1 AND lease_token = $3",
+                &[t.id.uuid_ref(), purge_after, &lease],
             )
+            .await?
         }
     };
-    let repaired = status == t.status && t.privilege_model < PRIVILEGE_MODEL;
-    if status != t.status || repaired || t.purge_after.is_none() && status == TenantStatus::Deleting
-    {
-        record_event(
-            tx,
-            t.id,
-            ACTOR,
-            status.as_str(),
-            Some((t.status, t.desired_state)),
-            (status, t.desired_state),
-            detail,
-        )
-        .await?;
-    }
-    wake_workers(tx).await?;
-    if status == TenantStatus::Active && t.status == TenantStatus::Provisioning {
-        // From registration (the webhook) to a usable database.
-        let seconds = (Utc::now() - t.created_at).num_milliseconds() as f64 / 1000.0;
-        metrics::histogram!("tenant_plane_provisioning_seconds").record(seconds);
-    }
-    metrics::counter!("tenant_plane_reconciled_total", "status" => status.as_str()).increment(1);
-    tracing::info!(status = %status, "tenant reconciled");
-    Ok(Some(status))
+    Ok(written)
 }
 
 /// How failures back off.

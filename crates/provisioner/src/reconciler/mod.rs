@@ -40,8 +40,8 @@ use ledger::{Lease, Progress, Retry};
 use uuid::Uuid;
 pub use warm_pool::{Refilled, SpareError};
 
-use crate::connector::{HostConnector, HostError};
-use crate::host_ops::{self, CloneStrategy, HostSqlError, SpareNames};
+use crate::connector::{AdminSession, HostConnector, HostError};
+use crate::host_ops::{self, CloneStrategy, HostSqlError, SpareNames, Verifier};
 use crate::limits::{Limits, Plans, UnknownPlan};
 use crate::privileges;
 use crate::template::{self, CloneError, TemplateError, TemplateReport, Templates};
@@ -132,7 +132,7 @@ struct FreshClone<'a> {
     database: &'a PgIdent,
     owner: &'a PgIdent,
     login: &'a PgIdent,
-    password: &'a str,
+    password: &'a Verifier,
     limits: Option<&'a Limits>,
     /// What lets the tenant in, run last in the transaction that opens the
     /// clone (the tenant's LOGIN and CONNECT; nothing for a spare).
@@ -141,6 +141,16 @@ struct FreshClone<'a> {
     /// (made side by side, so both names stop at one point; the
     /// step-by-step path stops at each apart).
     steps: [&'static str; 2],
+}
+
+/// What a pass towards active reads before its claim has committed: the
+/// admin session, the survey of the tenant's names and the password's
+/// verifier. It creates nothing, so it may run while the claim commits.
+struct Ahead {
+    admin: AdminSession,
+    found: host_ops::Survey,
+    password: String,
+    verifier: Verifier,
 }
 
 /// The result of one pass.
@@ -268,9 +278,12 @@ impl Reconciler {
             token: Uuid::now_v7(),
             duration: self.settings.lease,
         };
+        // One bound on all of the pass's work on a host, from its first read.
+        let after = self.settings.attempt_timeout;
+        let deadline = tokio::time::Instant::now() + after;
 
         // Phase 1: claim.
-        let claimed = {
+        let (claimed, ahead) = {
             let mut client = self.control.get().await?;
             let tx = client.transaction().await?;
             let Some(tenant) = ledger::pick(&tx, &self.settings.plans).await? else {
@@ -283,8 +296,13 @@ impl Reconciler {
             span.record("desired", tenant.desired_state.as_str());
             match self.claim(&tx, &tenant, lease).await {
                 Ok(claimed) => {
-                    tx.commit().await?;
-                    claimed
+                    // The host's reads go ahead while the claim commits;
+                    // nothing is created on a host before it has.
+                    let ahead = tokio::time::timeout_at(deadline, self.look_ahead(&claimed));
+                    let (committed, ahead) = tokio::join!(tx.commit(), ahead);
+                    committed?;
+                    let ahead = ahead.unwrap_or_else(|_| Some(Err(self.timed_out(&claimed.host))));
+                    (claimed, ahead)
                 }
                 Err(StepError::Control(e)) => return Err(e),
                 Err(e) => {
@@ -311,7 +329,7 @@ impl Reconciler {
         let work = async {
             match tenant.desired_state {
                 DesiredState::Active => {
-                    self.make_active(tenant, host.as_ref(), spare.as_ref())
+                    self.make_active(tenant, host.as_ref(), spare.as_ref(), ahead)
                         .await
                 }
                 DesiredState::Suspended => self.make_suspended(tenant, host.as_ref()).await,
@@ -321,14 +339,9 @@ impl Reconciler {
                 }
             }
         };
-        let after = self.settings.attempt_timeout;
-        let outcome = match tokio::time::timeout(after, work).await {
+        let outcome = match tokio::time::timeout_at(deadline, work).await {
             Ok(outcome) => outcome,
-            // Connected, then silent: as a handshake that never ends.
-            Err(_) => Err(match host {
-                Some(h) => StepError::Host(HostError::timeout(h, after)),
-                None => StepError::Inconsistent("an unplaced tenant's work ran out of time"),
-            }),
+            Err(_) => Err(self.timed_out(host)),
         };
 
         // Phase 3: record, under the lease.
@@ -336,10 +349,16 @@ impl Reconciler {
         let tx = client.transaction().await?;
         let recorded = match outcome {
             Ok(progress) => {
-                let recorded = ledger::record_progress(&tx, tenant, lease.token, progress).await?;
-                if let (Some(_), Some(h)) = (recorded, host) {
-                    hosts::record_reachable(&tx, h.id).await?;
-                }
+                // In one round trip; rolled back together if the lease is lost.
+                let (recorded, ()) = tokio::try_join!(
+                    ledger::record_progress(&tx, tenant, lease.token, progress),
+                    async {
+                        match host {
+                            Some(h) => hosts::record_reachable(&tx, h.id).await,
+                            None => Ok(()),
+                        }
+                    },
+                )?;
                 // The spare is the tenant's database now, or dropped with it.
                 if let (Some(TenantStatus::Active | TenantStatus::Deleted), Some(_)) =
                     (recorded, spare)
@@ -381,6 +400,57 @@ impl Reconciler {
         })
     }
 
+    /// The error of a pass whose work ran out of time: connected, then
+    /// silent, as a handshake that never ends.
+    fn timed_out(&self, host: &Option<DbHost>) -> StepError {
+        match host {
+            Some(h) => StepError::Host(HostError::timeout(h, self.settings.attempt_timeout)),
+            None => StepError::Inconsistent("an unplaced tenant's work ran out of time"),
+        }
+    }
+
+    /// The reads of a pass towards active on a placed tenant without a
+    /// spare (see [`Ahead`]); `None` for any other pass.
+    async fn look_ahead(&self, c: &Claimed) -> Option<Result<Ahead, StepError>> {
+        let (DesiredState::Active, Some(host), None) = (c.tenant.desired_state, &c.host, &c.spare)
+        else {
+            return None;
+        };
+        Some(self.read_ahead(&c.tenant, host).await)
+    }
+
+    async fn read_ahead(&self, t: &Tenant, host: &DbHost) -> Result<Ahead, StepError> {
+        let p = t.placement.as_ref().ok_or(StepError::Inconsistent(
+            "claimed for activation but not placed",
+        ))?;
+        let names = self.names(t, p)?;
+        let password = registry::tenants::password(&self.cipher, t).map_err(|e| match e {
+            CredentialsError::Crypto(e) => StepError::Crypto(e),
+            CredentialsError::NotPlaced(_) => StepError::Inconsistent("no sealed password"),
+        })?;
+        let template = self.settings.prefix.template_ident();
+        let survey = async {
+            let admin = self.connector.admin(host).await?;
+            let found = host_ops::survey(
+                &admin,
+                &template,
+                &names.database,
+                &names.owner,
+                &names.role,
+            )
+            .await?;
+            Ok::<_, StepError>((admin, found))
+        };
+        let (surveyed, verifier) = tokio::join!(survey, Verifier::of(&password));
+        let (admin, found) = surveyed?;
+        Ok(Ahead {
+            admin,
+            found,
+            password,
+            verifier,
+        })
+    }
+
     /// Writes the lease, marks the transitional status and, for an active
     /// goal, makes sure the tenant has a host, names and a sealed password
     /// before anything exists on a server.
@@ -395,6 +465,8 @@ impl Reconciler {
         let mut host_id = t.placement.as_ref().map(|p| p.host_id);
         let mut password = t.db_password_enc.clone();
         let mut spare = None;
+        // The host this claim placed the tenant on, read as it placed it.
+        let mut placed = None;
         if t.desired_state == DesiredState::Active {
             if host_id.is_none() {
                 // A ready spare first: taking it is a rename, not a clone.
@@ -407,7 +479,7 @@ impl Reconciler {
                     None => {
                         let host = hosts::place(tx).await?.ok_or(StepError::NoCapacity)?;
                         tracing::info!(host = %host.name, "placed tenant");
-                        host.id
+                        placed.insert(host).id
                     }
                 });
             }
@@ -426,7 +498,7 @@ impl Reconciler {
             }
         }
         let name = host_id.map(|_| self.settings.prefix.tenant_ident(t.id));
-        ledger::record_claim(
+        let tenant = ledger::record_claim(
             tx,
             t,
             lease,
@@ -437,20 +509,19 @@ impl Reconciler {
             spare.as_ref().map(|s| &s.name),
         )
         .await?;
-        if spare.is_none() && host_id.is_some() {
-            // Claimed by an earlier pass that did not finish taking it.
+        if spare.is_none() && t.placement.is_some() {
+            // Claimed by an earlier pass that did not finish taking it (a
+            // spare is claimed in the transaction that places its tenant).
             spare = spares::claimed_by(tx, t.id).await?;
         }
-        let tenant = ledger::read(tx, t.id)
-            .await?
-            .ok_or(StepError::Inconsistent("the claimed tenant vanished"))?;
-        let host = match &tenant.placement {
-            Some(p) => Some(
+        let host = match (&tenant.placement, placed) {
+            (Some(_), Some(host)) => Some(host),
+            (Some(p), None) => Some(
                 hosts::get_by_id(tx, p.host_id)
                     .await?
                     .ok_or(StepError::Inconsistent("db_host_id names no host"))?,
             ),
-            None => None,
+            (None, _) => None,
         };
         Ok(Claimed {
             tenant,
@@ -484,6 +555,7 @@ impl Reconciler {
         t: &Tenant,
         host: Option<&DbHost>,
         spare: Option<&Spare>,
+        ahead: Option<Result<Ahead, StepError>>,
     ) -> Result<Progress, StepError> {
         let (p, host) = t
             .placement
@@ -494,12 +566,8 @@ impl Reconciler {
             ))?;
         let names = self.names(t, p)?;
         let limits = self.settings.plans.get(&t.plan)?;
-        let password = registry::tenants::password(&self.cipher, t).map_err(|e| match e {
-            CredentialsError::Crypto(e) => StepError::Crypto(e),
-            CredentialsError::NotPlaced(_) => StepError::Inconsistent("no sealed password"),
-        })?;
-        let admin = self.connector.admin(host).await?;
         if let Some(spare) = spare {
+            let admin = self.connector.admin(host).await?;
             let spare_names = SpareNames::new(&self.settings.prefix, spare.id);
             let (spare_there, tenant_there) =
                 host_ops::spare_and_tenant_exist(&admin, &spare_names.database, &names.database)
@@ -532,15 +600,16 @@ impl Reconciler {
             );
         }
 
+        let Ahead {
+            admin,
+            found,
+            password,
+            verifier,
+        } = match ahead {
+            Some(ahead) => ahead?,
+            None => self.read_ahead(t, host).await?,
+        };
         let template = self.settings.prefix.template_ident();
-        let found = host_ops::survey(
-            &admin,
-            &template,
-            &names.database,
-            &names.owner,
-            &names.role,
-        )
-        .await?;
         if !found.template {
             self.build_template(host).await?;
         }
@@ -549,7 +618,7 @@ impl Reconciler {
                 database: &names.database,
                 owner: &names.owner,
                 login: &names.role,
-                password: &password,
+                password: &verifier,
                 limits: Some(limits),
                 open: host_ops::open_sql(&names.database, &names.role),
                 steps: ["role", "database"],
@@ -573,7 +642,7 @@ impl Reconciler {
             &found,
             &names.owner,
             &names.role,
-            &password,
+            &verifier,
             Some(limits),
         )
         .await?;
@@ -673,9 +742,10 @@ impl Reconciler {
         let version = match self.connector.spare_admin(host).await? {
             Some(beside) => {
                 // Both run to the end, so neither session is left mid-batch.
-                let (roles, version) = tokio::join!(
-                    host_ops::prepare_roles(&beside, found, c.owner, c.login, c.password, c.limits),
+                // The clone first: its statements go out before the roles'.
+                let (version, roles) = tokio::join!(
                     clone,
+                    host_ops::prepare_roles(&beside, found, c.owner, c.login, c.password, c.limits),
                 );
                 beside.release();
                 roles?;

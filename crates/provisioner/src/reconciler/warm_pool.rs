@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use super::{FreshClone, Reconciler};
 use crate::connector::HostError;
-use crate::host_ops::{self, HostSqlError, SpareNames};
+use crate::host_ops::{self, HostSqlError, SpareNames, Verifier};
 use crate::template::CloneError;
 
 /// Why building or retiring one spare failed. The spare's row keeps its
@@ -192,7 +192,9 @@ impl Reconciler {
         let password = random_password();
         let version = self
             .within_deadline(host, async {
-                let admin = self.connector.admin(host).await?;
+                let (admin, verifier) =
+                    tokio::join!(self.connector.admin(host), Verifier::of(&password));
+                let admin = admin?;
                 let template = prefix.template_ident();
                 let found =
                     host_ops::survey(&admin, &template, &database, &owner, &database).await?;
@@ -205,7 +207,7 @@ impl Reconciler {
                     database: &database,
                     owner: &owner,
                     login: &database,
-                    password: &password,
+                    password: &verifier,
                     limits: None,
                     open: String::new(),
                     steps: ["spare_roles", "spare_cloned"],

@@ -90,14 +90,22 @@ async fn an_unreachable_host_fails_with_backoff_then_retry_recovers() {
         (TenantStatus::Pending, 0)
     );
     // The broken host's password was wrong too: that is the next failure,
-    // recorded with its own message.
-    app.reconcile().await;
+    // recorded with its own message once the host's backoff (at most 50 ms
+    // here) lets an attempt probe it.
+    wait_until(
+        "the next attempt's failure",
+        Duration::from_secs(30),
+        || async {
+            app.reconcile().await;
+            let error = app.registry_tenant(org).await.last_error;
+            error.is_some_and(|e| !e.contains("127.0.0.1:1"))
+        },
+    )
+    .await;
     let t = app.registry_tenant(org).await;
     assert_ne!(t.status, TenantStatus::Active);
-    assert!(t
-        .last_error
-        .unwrap()
-        .contains("password authentication failed"));
+    let error = t.last_error.unwrap_or_default();
+    assert!(error.contains("password authentication failed"), "{error}");
 }
 
 #[tokio::test]
