@@ -8,9 +8,10 @@
 //!    leased (`FOR UPDATE SKIP LOCKED`, so any number of workers can run),
 //!    write a lease, mark the transitional status, place it on a host and
 //!    seal its password, and commit, so that everything created on a host
-//!    afterwards is already recorded;
+//!    afterwards is already recorded (what only reads, the host's survey,
+//!    goes ahead while the commit is under way);
 //! 2. *work*, outside any control transaction and within the attempt
-//!    deadline: the steps on the tenant's host;
+//!    deadline (counted from that survey): the steps on the tenant's host;
 //! 3. *record*, a short transaction: the resulting status, or the failure
 //!    with a backoff (and the host's backoff when it could not be reached),
 //!    written only while the lease is still ours. A worker that dies leaves
