@@ -45,9 +45,10 @@ pub async fn lock_for_clone(
     // Pipelined: sent in the order polled, in one round trip, and run in
     // that order. The version is read by a statement of its own, so its
     // snapshot is taken once the lock is held.
+    // Bound here: the pipelined futures borrow them past one statement.
     let key = lock_key(host);
-    let (lock_params, version_params): ([&(dyn ToSql + Sync); 1], [&(dyn ToSql + Sync); 1]) =
-        ([&key], [&host]);
+    let lock_params: [&(dyn ToSql + Sync); 1] = [&key];
+    let version_params: [&(dyn ToSql + Sync); 1] = [&host];
     let ((), _, row) = tokio::try_join!(
         tx.batch_execute(&timeout),
         tx.execute(&lock, &lock_params),

@@ -421,10 +421,7 @@ impl Reconciler {
     }
 
     async fn read_ahead(&self, t: &Tenant, host: &DbHost) -> Result<Ahead, StepError> {
-        let p = t.placement.as_ref().ok_or(StepError::Inconsistent(
-            "claimed for activation but not placed",
-        ))?;
-        let names = self.names(t, p)?;
+        let (names, host) = self.placed_names(t, Some(host))?;
         let password = registry::tenants::password(&self.cipher, t).map_err(|e| match e {
             CredentialsError::Crypto(e) => StepError::Crypto(e),
             CredentialsError::NotPlaced(_) => StepError::Inconsistent("no sealed password"),
@@ -531,6 +528,23 @@ impl Reconciler {
         })
     }
 
+    /// The names and host of a tenant claimed for activation, which the
+    /// claim has placed.
+    fn placed_names<'h>(
+        &self,
+        t: &Tenant,
+        host: Option<&'h DbHost>,
+    ) -> Result<(Names, &'h DbHost), StepError> {
+        let (p, host) = t
+            .placement
+            .as_ref()
+            .zip(host)
+            .ok_or(StepError::Inconsistent(
+                "claimed for activation but not placed",
+            ))?;
+        Ok((self.names(t, p)?, host))
+    }
+
     /// The tenant's names, checked against the ones its id derives: work on
     /// a host only ever touches those.
     fn names(&self, t: &Tenant, p: &Placement) -> Result<Names, StepError> {
@@ -558,14 +572,7 @@ impl Reconciler {
         spare: Option<&Spare>,
         ahead: Option<Result<Ahead, StepError>>,
     ) -> Result<Progress, StepError> {
-        let (p, host) = t
-            .placement
-            .as_ref()
-            .zip(host)
-            .ok_or(StepError::Inconsistent(
-                "claimed for activation but not placed",
-            ))?;
-        let names = self.names(t, p)?;
+        let (names, host) = self.placed_names(t, host)?;
         let limits = self.settings.plans.get(&t.plan)?;
         if let Some(spare) = spare {
             let admin = self.connector.admin(host).await?;
